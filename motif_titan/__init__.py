@@ -1,0 +1,44 @@
+"""motif_titan: the Motif-2-12.7B training system as TorchTitan components.
+
+``import motif_titan`` (TOML: ``[experimental] custom_import = "motif_titan"``) registers the TrainSpec
+``motif2`` and does nothing else. This module is the table of contents: each builder below lives in the
+module named for it and can be reused on its own by other TorchTitan projects.
+"""
+
+from torchtitan.components.loss import build_cross_entropy_loss
+from torchtitan.components.lr_scheduler import build_lr_schedulers
+from torchtitan.components.optimizer import build_optimizers
+from torchtitan.components.validate import build_validator
+from torchtitan.protocols.train_spec import TrainSpec, register_train_spec
+from torchtitan.protocols import train_spec as _train_spec_registry
+
+from motif_titan.data.text_dataloader import build_text_dataloader, build_tokenizer
+from motif_titan.infra.parallelize import parallelize_motif2
+from motif_titan.model import Motif2Model, Motif2StateDictAdapter, motif2_args
+
+__all__ = ["TRAIN_SPEC_NAME", "get_train_spec", "motif2_args"]
+
+TRAIN_SPEC_NAME = "motif2"
+
+
+def get_train_spec() -> TrainSpec:
+    """The motif2 TrainSpec: Motif-2 model and flavors, its parallelize_fn and HF adapter, the embedded-data
+    tokenizer/dataloader builders, and TorchTitan's own optimizer, LR scheduler, loss and validator."""
+    return TrainSpec(
+        model_cls=Motif2Model,
+        model_args=motif2_args,
+        parallelize_fn=parallelize_motif2,
+        pipelining_fn=None,
+        build_optimizers_fn=build_optimizers,
+        build_lr_schedulers_fn=build_lr_schedulers,
+        build_dataloader_fn=build_text_dataloader,
+        build_tokenizer_fn=build_tokenizer,
+        build_loss_fn=build_cross_entropy_loss,
+        build_validator_fn=build_validator,
+        state_dict_adapter=Motif2StateDictAdapter,
+    )
+
+
+# Registering twice raises in TorchTitan; a reloaded module must not.
+if TRAIN_SPEC_NAME not in _train_spec_registry._extra_train_specs:
+    register_train_spec(TRAIN_SPEC_NAME, get_train_spec())

@@ -1,0 +1,16 @@
+"""motif_titan's extension of TorchTitan's JobConfig (TOML: ``[job] custom_config_module = "motif_titan.job_config"``).
+
+TorchTitan merges the dataclass named ``JobConfig`` below into its own config, recursively: a field here whose
+type is a new dataclass becomes a new TOML section, and a field named like an existing section (``optimizer``,
+``training``, ...) whose dataclass subclasses TorchTitan's adds fields to that section. Each motif_titan part
+owns its section's dataclass, validated in ``__post_init__`` with errors that name the field; this module only
+assembles them. The model itself needs no new fields: a motif2 run is configured by ``[model] name = "motif2"``
+and ``flavor``.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class JobConfig:
+    """Sections motif_titan adds to TorchTitan's JobConfig."""

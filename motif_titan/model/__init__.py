@@ -1,0 +1,72 @@
+"""The Motif-2 model: flavors (name -> Motif2ModelArgs), the model classes and the HF state-dict adapter."""
+
+from .args import Motif2ModelArgs
+from .model import GroupedDiffAttention, Motif2Model, PolyNorm, PolyNormFeedForward, lambda_init_for_layer
+from .state_dict_adapter import Motif2StateDictAdapter
+
+__all__ = [
+    "Motif2ModelArgs",
+    "Motif2Model",
+    "GroupedDiffAttention",
+    "PolyNorm",
+    "PolyNormFeedForward",
+    "Motif2StateDictAdapter",
+    "lambda_init_for_layer",
+    "motif2_args",
+    "Motif2Flavors",
+]
+
+
+
+class Motif2Flavors(dict):
+    """name -> Motif2ModelArgs; an unknown name is an error that names ``model.flavor`` and the choices."""
+
+    def __missing__(self, flavor: str):
+        raise ValueError(f"model.flavor = {flavor!r} is not a motif2 flavor; allowed: {sorted(self)}")
+
+
+_DEBUG_SHAPES = dict(
+    dim=256,
+    n_layers=4,
+    n_heads=10,  # 2 groups of 4 signal heads + 1 noise head: GDA ratio 4
+    n_kv_heads=4,
+    n_noise_heads=2,
+    head_dim=32,
+    ffn_hidden_dim=1024,
+    vocab_size=2048,
+    rope_theta=500_000.0,
+    max_seq_len=2048,
+)
+
+motif2_args = Motif2Flavors({
+    "debugmodel": Motif2ModelArgs(**_DEBUG_SHAPES),
+    "debugmodel_flex_attn": Motif2ModelArgs(**_DEBUG_SHAPES, attn_type="flex", attn_mask_type="block_causal"),
+    # Motif-2.6B: plain Differential Attention (GDA ratio 1), tied embeddings, long-context RoPE.
+    "2.6B": Motif2ModelArgs(
+        dim=2048,
+        n_layers=32,
+        n_heads=16,
+        n_kv_heads=16,
+        n_noise_heads=8,
+        head_dim=128,
+        ffn_hidden_dim=8192,
+        vocab_size=219520,
+        rope_theta=500_000.0,
+        max_seq_len=4096,
+        enable_weight_tying=True,
+    ),
+    # Motif-2-12.7B (report Table 1): GDA 4:1, 40 q heads (32 signal + 8 noise), 16 kv heads.
+    "12.7B": Motif2ModelArgs(
+        dim=4096,
+        n_layers=40,
+        n_heads=40,
+        n_kv_heads=16,
+        n_noise_heads=8,
+        head_dim=128,
+        ffn_hidden_dim=16384,
+        vocab_size=219520,
+        rope_theta=1_000_000.0,
+        max_seq_len=32768,
+        enable_weight_tying=False,
+    ),
+})

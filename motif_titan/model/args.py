@@ -1,0 +1,122 @@
+"""Motif-2 model arguments: shapes of one flavor, validated once, plus the TorchTitan hooks on them."""
+
+from dataclasses import dataclass
+
+from torch import nn
+from torchtitan.config import JobConfig
+from torchtitan.protocols.model import BaseModelArgs
+
+ATTN_TYPES = ("sdpa", "flex")
+ATTN_MASK_TYPES = ("causal", "block_causal")
+
+
+@dataclass
+class Motif2ModelArgs(BaseModelArgs):
+    """Shapes of a Motif-2 model with Grouped Differential Attention (GDA) and a PolyNorm FFN.
+
+    The ``n_heads`` query heads form ``n_noise_heads`` groups of ``ratio`` signal heads plus one noise head,
+    ``ratio = (n_heads - n_noise_heads) / n_noise_heads``. Every group owns two kv heads (K1/V1, K2/V2), so
+    ``n_kv_heads == 2 * n_noise_heads``. Each signal head produces ``2 * head_dim`` channels.
+    """
+
+    dim: int = 4096
+    n_layers: int = 40
+    n_heads: int = 40
+    n_kv_heads: int = 16
+    n_noise_heads: int = 8
+    head_dim: int = 128
+    ffn_hidden_dim: int = 16384
+    vocab_size: int = 219520
+    norm_eps: float = 1e-6
+    subln_eps: float = 1e-5
+    polynorm_eps: float = 1e-6
+    rope_theta: float = 1_000_000.0
+    max_seq_len: int = 32768
+    enable_weight_tying: bool = False
+    # True: wo/w2/w3 init std 0.02 / sqrt(2 * (layer_id + 1)); False: 0.02 / sqrt(2 * n_layers).
+    depth_init: bool = True
+    attn_type: str = "sdpa"
+    attn_mask_type: str = "causal"
+    eos_id: int = 0
+
+    def __post_init__(self) -> None:
+        def fail(field: str, msg: str) -> None:
+            raise ValueError(f"Motif2ModelArgs.{field}: {msg}")
+
+        for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "n_noise_heads", "head_dim",
+                     "ffn_hidden_dim", "vocab_size", "max_seq_len"):
+            if getattr(self, name) < 1:
+                fail(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.n_heads <= self.n_noise_heads:
+            fail("n_heads", f"({self.n_heads}) must exceed n_noise_heads ({self.n_noise_heads}): every group "
+                 "needs at least one signal head")
+        if (self.n_heads - self.n_noise_heads) % self.n_noise_heads != 0:
+            fail("n_heads", f"heads do not divide into groups: n_heads - n_noise_heads = "
+                 f"{self.n_heads - self.n_noise_heads} signal heads is not a multiple of n_noise_heads = "
+                 f"{self.n_noise_heads}")
+        if self.n_kv_heads != 2 * self.n_noise_heads:
+            fail("n_kv_heads", f"must be 2 * n_noise_heads = {2 * self.n_noise_heads} (one K1/V1 and one "
+                 f"K2/V2 head per group), got {self.n_kv_heads}")
+        if self.attn_type not in ATTN_TYPES:
+            fail("attn_type", f"must be one of {ATTN_TYPES}, got {self.attn_type!r}")
+        if self.attn_mask_type not in ATTN_MASK_TYPES:
+            fail("attn_mask_type", f"must be one of {ATTN_MASK_TYPES}, got {self.attn_mask_type!r}")
+        if self.attn_type == "sdpa" and self.attn_mask_type != "causal":
+            fail("attn_mask_type", f"{self.attn_mask_type!r} document masks need attn_type='flex'")
+        if self.head_dim % 2:
+            fail("head_dim", f"must be even for RoPE, got {self.head_dim}")
+
+    @property
+    def n_signal_heads(self) -> int:
+        return self.n_heads - self.n_noise_heads
+
+    @property
+    def gda_ratio(self) -> int:
+        """Signal heads per group (1 = the Differential Transformer)."""
+        return self.n_signal_heads // self.n_noise_heads
+
+    def update_from_config(self, job_config: JobConfig, **kwargs) -> None:
+        """Check the job against this flavor before anything is built; raise naming the TOML field."""
+        seq_len = job_config.training.seq_len
+        if seq_len > self.max_seq_len:
+            raise ValueError(
+                f"training.seq_len = {seq_len} exceeds the max_seq_len {self.max_seq_len} of motif2 flavor "
+                f"'{job_config.model.flavor}'; use training.seq_len <= {self.max_seq_len}"
+            )
+        par = job_config.parallelism
+        not_yet = {
+            "parallelism.tensor_parallel_degree": par.tensor_parallel_degree,
+            "parallelism.context_parallel_degree": par.context_parallel_degree,
+            "parallelism.pipeline_parallel_degree": par.pipeline_parallel_degree,
+            "parallelism.expert_parallel_degree": par.expert_parallel_degree,
+        }
+        for field, degree in not_yet.items():
+            if degree != 1:
+                raise NotImplementedError(
+                    f"{field} = {degree}: motif2 does not support this parallelism yet (tensor, context and "
+                    f"pipeline parallel plans for GDA come in a later release; motif2 has no experts). "
+                    f"Set {field} = 1 and use data_parallel_shard_degree / data_parallel_replicate_degree."
+                )
+        if job_config.model.converters:
+            raise NotImplementedError(
+                f"model.converters = {list(job_config.model.converters)}: motif2 does not support model "
+                f"converters (FP8) yet; allowed value: []"
+            )
+
+    def get_nparams_and_flops(self, model: nn.Module, seq_len: int) -> tuple[int, int]:
+        """Parameter count and training FLOPs per token (forward + backward = 3x forward).
+
+        Matmul FLOPs: 6 per weight of every linear that multiplies activations (the output head included,
+        also when tied to the embedding). Attention, per layer and token, forward: every one of the
+        ``n_heads`` query heads computes scores against ``seq_len`` keys (2 * head_dim FLOPs each) and mixes a
+        ``2 * head_dim``-wide value (2 * 2 * head_dim FLOPs each): signal heads use their group's V1||V2, and
+        each noise map (one per group, shared by its signal heads) is applied to the same V1||V2 once.
+        Causal sparsity is not discounted, as in TorchTitan's convention.
+        """
+        nparams = sum(p.numel() for p in model.parameters())
+        nparams_embedding = model.tok_embeddings.weight.numel()
+        matmul_params = nparams - nparams_embedding
+        if self.enable_weight_tying:
+            matmul_params += self.vocab_size * self.dim
+        attn_fwd_per_token = self.n_layers * self.n_heads * (2 * self.head_dim + 2 * 2 * self.head_dim) * seq_len
+        return nparams, 6 * matmul_params + 3 * attn_fwd_per_token

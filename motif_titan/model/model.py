@@ -1,0 +1,304 @@
+"""The Motif-2 transformer: Grouped Differential Attention, PolyNorm gated FFN, pre-norm RMSNorm blocks.
+
+Layout follows TorchTitan's llama3 (``tok_embeddings``, ``layers``, ``norm``, ``output``; ``attention.wq/wk/wv/wo``,
+``feed_forward.w1/w2/w3``, ``attention_norm``, ``ffn_norm``) so TorchTitan's helpers find their way around.
+RoPE uses the HF rotate-half layout, so HF checkpoints load without permuting wq/wk.
+"""
+
+import math
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, and_masks
+from torchtitan.components.tokenizer import BaseTokenizer
+from torchtitan.models.attention import (
+    FlexAttentionWrapper,
+    create_attention_mask,
+    get_causal_mask_mod,
+    get_document_mask_mod,
+)
+from torchtitan.models.utils import trunc_normal_
+from torchtitan.protocols.model import AttentionMasksType
+from torchtitan.protocols.train_spec import ModelProtocol
+
+from motif_titan.kernels import poly_norm_mul_reference
+
+from .args import Motif2ModelArgs
+
+
+def lambda_init_for_layer(layer_idx: int) -> float:
+    """Motif's lambda_init with a 0-based layer index: 0.8 - 0.6 * exp(-0.3 * (layer_idx - 1))."""
+    return 0.8 - 0.6 * math.exp(-0.3 * (layer_idx - 1))
+
+
+def precompute_rope_cache(
+    head_dim: int, max_seq_len: int, theta: float, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """cos || sin of every position, shape (max_seq_len, 2 * head_dim), HF rotate-half layout.
+    Computed in float64 and returned in ``dtype``."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return torch.cat([angles.cos(), angles.sin()], dim=-1).to(dtype)
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """x in at least fp32 (bf16/fp16 -> fp32; fp32/fp64 unchanged)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rotary_emb(
+    xq: torch.Tensor, xk: torch.Tensor, rope_cache: torch.Tensor, positions: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate q (bs, seq, heads, d) and k (bs, seq, kv_heads, d); ``positions`` (1 or bs, seq) restarts them."""
+    seqlen, head_dim = xq.shape[1], xq.shape[-1]
+    cache = rope_cache[:seqlen] if positions is None else rope_cache[positions]
+    cache = cache.view(-1, seqlen, 1, 2 * head_dim)  # broadcast over batch (if shared) and heads
+    cos, sin = cache[..., :head_dim], cache[..., head_dim:]
+
+    def rotate(x: torch.Tensor) -> torch.Tensor:
+        xf = _upcast(x)
+        return (xf * cos + _rotate_half(xf) * sin).type_as(x)
+
+    return rotate(xq), rotate(xk)
+
+
+class GroupedDiffAttention(nn.Module):
+    """Grouped Differential Attention (Motif-2).
+
+    Query heads come in ``G = n_noise_heads`` groups of ``R`` signal heads followed by one noise head; kv heads
+    come in pairs (2g = K1/V1, 2g+1 = K2/V2 of group g). Signal head s = R*g + j outputs
+
+        [softmax(q_s K1_g^T / sqrt(d)) - lambda * softmax(q_noise_g K2_g^T / sqrt(d))] @ (V1_g || V2_g)
+
+    where the group's noise map is computed once and shared. Each signal head's 2d channels go through an fp32
+    RMSNorm (``subln``) and are scaled by (1 - lambda_init) before ``wo``. One lambda per layer:
+    exp(lambda_q1 . lambda_k1) - exp(lambda_q2 . lambda_k2) + lambda_init.
+    """
+
+    def __init__(self, model_args: Motif2ModelArgs, layer_id: int):
+        super().__init__()
+        self.head_dim = model_args.head_dim
+        self.n_groups = model_args.n_noise_heads
+        self.ratio = model_args.gda_ratio
+        self.attn_type = model_args.attn_type
+        self.lambda_init = lambda_init_for_layer(layer_id)
+        dim, d = model_args.dim, model_args.head_dim
+
+        self.wq = nn.Linear(dim, model_args.n_heads * d, bias=False)
+        self.wk = nn.Linear(dim, model_args.n_kv_heads * d, bias=False)
+        self.wv = nn.Linear(dim, model_args.n_kv_heads * d, bias=False)
+        self.wo = nn.Linear(model_args.n_signal_heads * 2 * d, dim, bias=False)
+        self.lambda_q1 = nn.Parameter(torch.empty(d, dtype=torch.float32))
+        self.lambda_k1 = nn.Parameter(torch.empty(d, dtype=torch.float32))
+        self.lambda_q2 = nn.Parameter(torch.empty(d, dtype=torch.float32))
+        self.lambda_k2 = nn.Parameter(torch.empty(d, dtype=torch.float32))
+        self.subln = nn.RMSNorm(2 * d, eps=model_args.subln_eps)
+        if self.attn_type == "flex":
+            self.inner_attention = FlexAttentionWrapper()
+
+    def init_weights(self, init_std: float) -> None:
+        for linear in (self.wq, self.wk, self.wv):
+            trunc_normal_(linear.weight, mean=0.0, std=0.02)
+        trunc_normal_(self.wo.weight, mean=0.0, std=init_std)
+        for vec in (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2):
+            nn.init.normal_(vec, mean=0.0, std=0.1)
+        self.subln.reset_parameters()
+
+    def lambda_full(self) -> torch.Tensor:
+        """This layer's lambda as an fp32 scalar tensor (differentiable in the four lambda vectors)."""
+        lam1 = torch.exp(torch.sum(_upcast(self.lambda_q1) * _upcast(self.lambda_k1)))
+        lam2 = torch.exp(torch.sum(_upcast(self.lambda_q2) * _upcast(self.lambda_k2)))
+        return lam1 - lam2 + self.lambda_init
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, masks: BlockMask | None) -> torch.Tensor:
+        """Causal softmax(q k^T / sqrt(d)) v for (bs, heads, seq, d) tensors; kv heads shared GQA-style."""
+        enable_gqa = q.shape[1] != k.shape[1]
+        if self.attn_type == "flex":
+            assert isinstance(masks, BlockMask), masks
+            return self.inner_attention(q, k, v, block_mask=masks, enable_gqa=enable_gqa)
+        assert masks is None, "sdpa attention takes no attention masks"
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=enable_gqa)
+
+    def _attend_wide_v(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, masks: BlockMask | None) -> torch.Tensor:
+        """Attention with a 2d-wide value, as two d-wide calls (fused attention kernels want d_v == d_qk)."""
+        v1, v2 = v.chunk(2, dim=-1)
+        return torch.cat([self._attend(q, k, v1.contiguous(), masks), self._attend(q, k, v2.contiguous(), masks)], dim=-1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope_cache: torch.Tensor,
+        attention_masks: AttentionMasksType | None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        bs, seqlen, _ = x.shape
+        d, G, R = self.head_dim, self.n_groups, self.ratio
+        xq = self.wq(x).view(bs, seqlen, -1, d)
+        xk = self.wk(x).view(bs, seqlen, -1, d)
+        xv = self.wv(x).view(bs, seqlen, -1, d)
+        xq, xk = apply_rotary_emb(xq, xk, rope_cache, positions)
+        # -1 instead of G: the number of local groups once tensor parallelism shards whole groups.
+        xq = xq.view(bs, seqlen, -1, R + 1, d)
+        xk = xk.view(bs, seqlen, -1, 2, d)
+        q_signal = xq[:, :, :, :R].flatten(2, 3).transpose(1, 2)  # (bs, G*R, seq, d), signal index R*g + j
+        q_noise = xq[:, :, :, R].transpose(1, 2)  # (bs, G, seq, d)
+        k1 = xk[:, :, :, 0].transpose(1, 2)  # (bs, G, seq, d)
+        k2 = xk[:, :, :, 1].transpose(1, 2)
+        v = xv.view(bs, seqlen, -1, 2 * d).transpose(1, 2)  # (bs, G, seq, 2d) = V1_g || V2_g
+
+        signal = self._attend_wide_v(q_signal.contiguous(), k1.contiguous(), v, attention_masks)
+        noise = self._attend_wide_v(q_noise.contiguous(), k2.contiguous(), v, attention_masks)
+        n_local_groups = noise.shape[1]
+        signal = signal.view(bs, n_local_groups, R, seqlen, 2 * d)
+        out = _upcast(signal) - self.lambda_full() * _upcast(noise).unsqueeze(2)
+        out = out.flatten(1, 2).transpose(1, 2)  # (bs, seq, G*R, 2d)
+        out = F.rms_norm(out, (2 * d,), _upcast(self.subln.weight).to(out.dtype), self.subln.eps)
+        out = (out * (1.0 - self.lambda_init)).to(x.dtype)
+        return self.wo(out.reshape(bs, seqlen, -1))
+
+
+class PolyNorm(nn.Module):
+    """PolyNorm activation: w0 * norm(x^3) + w1 * norm(x^2) + w2 * norm(x) + b over the last dim."""
+
+    def __init__(self, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(3, dtype=torch.float32))
+        self.bias = nn.Parameter(torch.empty(1, dtype=torch.float32))
+
+    def reset_parameters(self) -> None:
+        nn.init.constant_(self.weight, 1.0 / 3.0)
+        nn.init.zeros_(self.bias)
+
+
+class PolyNormFeedForward(nn.Module):
+    """w2(PolyNorm(w1 x) * w3 x); PolyNorm and the product in fp32, one downcast at the end."""
+
+    def __init__(self, dim: int, hidden_dim: int, eps: float):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+        self.poly_norm = PolyNorm(eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        act = poly_norm_mul_reference(self.w1(x), self.w3(x), self.poly_norm.weight, self.poly_norm.bias,
+                                      self.poly_norm.eps)
+        return self.w2(act)
+
+    def init_weights(self, init_std: float) -> None:
+        trunc_normal_(self.w1.weight, mean=0.0, std=0.02)
+        for linear in (self.w2, self.w3):
+            trunc_normal_(linear.weight, mean=0.0, std=init_std)
+        self.poly_norm.reset_parameters()
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: h = x + attn(norm1(x)); out = h + ffn(norm2(h)). No residual scaling."""
+
+    def __init__(self, layer_id: int, model_args: Motif2ModelArgs):
+        super().__init__()
+        self.layer_id = layer_id
+        self.attention = GroupedDiffAttention(model_args, layer_id)
+        self.feed_forward = PolyNormFeedForward(model_args.dim, model_args.ffn_hidden_dim, model_args.polynorm_eps)
+        self.attention_norm = nn.RMSNorm(model_args.dim, eps=model_args.norm_eps)
+        self.ffn_norm = nn.RMSNorm(model_args.dim, eps=model_args.norm_eps)
+        depth = layer_id + 1 if model_args.depth_init else model_args.n_layers
+        self.weight_init_std = 0.02 / (2 * depth) ** 0.5
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope_cache: torch.Tensor,
+        attention_masks: AttentionMasksType | None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), rope_cache, attention_masks, positions)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+    def init_weights(self) -> None:
+        self.attention_norm.reset_parameters()
+        self.ffn_norm.reset_parameters()
+        self.attention.init_weights(self.weight_init_std)
+        self.feed_forward.init_weights(self.weight_init_std)
+
+
+class Motif2Model(ModelProtocol):
+    """Motif-2 decoder: embeddings, ``n_layers`` GDA + PolyNorm blocks, final RMSNorm, output head."""
+
+    def __init__(self, model_args: Motif2ModelArgs):
+        super().__init__(model_args)
+        self.model_args = model_args
+        self.vocab_size = model_args.vocab_size
+        self.n_layers = model_args.n_layers
+        self.tok_embeddings = nn.Embedding(model_args.vocab_size, model_args.dim)
+        self.register_buffer("rope_cache", self._precompute_rope_cache(), persistent=False)
+        self.layers = nn.ModuleDict(
+            {str(layer_id): TransformerBlock(layer_id, model_args) for layer_id in range(model_args.n_layers)}
+        )
+        self.norm = nn.RMSNorm(model_args.dim, eps=model_args.norm_eps)
+        self.output = nn.Linear(model_args.dim, model_args.vocab_size, bias=False)
+        if model_args.enable_weight_tying:
+            self.output.weight = self.tok_embeddings.weight
+
+    def _precompute_rope_cache(self) -> torch.Tensor:
+        args = self.model_args
+        return precompute_rope_cache(args.head_dim, args.max_seq_len, args.rope_theta)
+
+    def init_weights(self, buffer_device: torch.device | None = None) -> None:
+        """Motif's TorchTitan init. With tied embeddings the shared matrix gets the output head's init
+        (trunc normal, std dim^-0.5): normal(0, 1) would give logits of size sqrt(dim)."""
+        buffer_device = buffer_device or self.rope_cache.device
+        with torch.device(buffer_device):
+            self.rope_cache = self._precompute_rope_cache()
+        if self.tok_embeddings is not None:
+            nn.init.normal_(self.tok_embeddings.weight)
+        for layer in self.layers.values():
+            if layer is not None:
+                cast(TransformerBlock, layer).init_weights()
+        if self.norm is not None:
+            self.norm.reset_parameters()
+        if self.model_args.enable_weight_tying:
+            # to_empty() or parallelization may have replaced one side of the tie: tie again.
+            self.output.weight = self.tok_embeddings.weight
+        if self.output is not None:
+            std = self.model_args.dim**-0.5
+            trunc_normal_(self.output.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
+    def get_attention_masks(
+        self,
+        input_batch: torch.Tensor,
+        tokenizer: BaseTokenizer,
+        extra_inputs: dict[str, torch.Tensor] | None = None,
+    ) -> AttentionMasksType:
+        if self.model_args.attn_type != "flex":
+            raise TypeError(f"attention masks are built for attn_type 'flex', not {self.model_args.attn_type!r}")
+        mask_mods = [get_causal_mask_mod()]
+        batch_dim = 1
+        if self.model_args.attn_mask_type == "block_causal":
+            if tokenizer.eos_id is None:
+                raise ValueError("attn_mask_type 'block_causal' needs a tokenizer with an eos token")
+            batch_dim = input_batch.shape[0]
+            mask_mods.append(get_document_mask_mod(input_batch, tokenizer.eos_id))
+        seqlen = input_batch.shape[1]
+        return create_attention_mask(and_masks(*mask_mods), batch_dim, None, seqlen, seqlen)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        attention_masks: AttentionMasksType | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
+        for layer in self.layers.values():
+            h = layer(h, self.rope_cache, attention_masks, positions)
+        h = self.norm(h) if self.norm is not None else h
+        return self.output(h) if self.output is not None else h

@@ -1,0 +1,109 @@
+"""Launcher: TorchTitan's own trainer, on GPUs as it is and on CPU-only machines through a few shims.
+
+    python -m motif_titan.train --job.config_file train_configs/motif2_debug.toml
+    torchrun --nproc_per_node=2 -m motif_titan.train --job.config_file ...
+
+With an accelerator this changes nothing and calls ``torchtitan.train.main(Trainer)``. Without one, TorchTitan
+0.2.2 would pick CUDA and fail, so ``apply_cpu_shims`` first makes it run on the CPU with the gloo backend:
+device type "cpu", the memory-stat functions its metrics call on ``torch.cpu``, a ``set_pg_timeouts`` whose
+barrier takes no device id, and FSDP reductions as plain sums (gloo rejects AVG and PREMUL_SUM). A plain
+``python -m`` run (no torchrun) gets the single-process rendezvous variables it needs.
+Nothing imports this module: it is the only place where motif_titan patches TorchTitan or torch.
+"""
+
+import os
+import resource
+import socket
+import sys
+from datetime import timedelta
+from types import SimpleNamespace
+
+import torch
+
+
+def accelerator_available() -> bool:
+    return torch.accelerator.is_available()
+
+
+def _cpu_memory_stats(device=None) -> dict[str, int]:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return {"active_bytes.all.peak": peak, "reserved_bytes.all.peak": peak, "num_alloc_retries": 0,
+            "num_ooms": 0}
+
+
+def _cpu_device_properties(device=None) -> SimpleNamespace:
+    return SimpleNamespace(total_memory=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _set_pg_timeouts_cpu(timeout: timedelta, parallel_dims) -> None:
+    """TorchTitan's set_pg_timeouts, minus the device id its barrier passes (gloo has no devices)."""
+    torch.distributed.barrier()
+    groups = [mesh.get_group() for mesh in parallel_dims.get_all_one_dimensional_meshes().values()] + [None]
+    for group in groups:
+        torch.distributed.distributed_c10d._set_pg_timeout(timeout, group)
+
+
+def apply_cpu_shims() -> None:
+    """Make TorchTitan 0.2.2 train on the CPU. Idempotent; call it only when no accelerator is present."""
+    import torchtitan.distributed.utils as tt_dist_utils
+    import torchtitan.tools.utils as tt_utils
+    from torch.distributed.fsdp._fully_shard._fsdp_param_group import FSDPParamGroup
+
+    # Modules already imported bound TorchTitan's device globals by name: rebind every one of them.
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("torchtitan") or module is None:
+            continue
+        if getattr(module, "device_type", None) == "cuda":
+            module.device_type = "cpu"
+        if getattr(module, "device_module", None) is torch.cuda:
+            module.device_module = torch.cpu
+    assert tt_utils.device_type == "cpu" and tt_utils.device_module is torch.cpu
+
+    cpu_extras = {
+        "get_device_name": lambda device=None: "CPU",
+        "get_device_properties": _cpu_device_properties,
+        "memory_stats": _cpu_memory_stats,
+        "reset_peak_memory_stats": lambda device=None: None,
+        "empty_cache": lambda: None,
+    }
+    for fn_name, fn in cpu_extras.items():
+        if not hasattr(torch.cpu, fn_name):
+            setattr(torch.cpu, fn_name, fn)
+
+    tt_dist_utils.set_pg_timeouts = _set_pg_timeouts_cpu
+
+    if not getattr(FSDPParamGroup, "_motif_force_sum", False):
+        original_init = FSDPParamGroup.__init__
+
+        def init_with_sum_reductions(self, *args, **kwargs):
+            original_init(self, *args, **kwargs)
+            self.force_sum_reduction_for_comms = True
+
+        FSDPParamGroup.__init__ = init_with_sum_reductions
+        FSDPParamGroup._motif_force_sum = True
+
+
+def _set_single_process_env() -> None:
+    """Rendezvous variables for a run started without torchrun (one process, world size 1)."""
+    if "LOCAL_RANK" in os.environ:
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def main() -> None:
+    _set_single_process_env()
+    if not accelerator_available():
+        apply_cpu_shims()
+    import motif_titan  # noqa: F401  (registers the motif2 TrainSpec even without custom_import)
+    from torchtitan.train import Trainer
+    from torchtitan.train import main as torchtitan_main
+
+    torchtitan_main(Trainer)
+
+
+if __name__ == "__main__":
+    main()

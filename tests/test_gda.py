@@ -1,0 +1,147 @@
+"""Grouped Differential Attention against plain float64 references written from the spec formula."""
+
+import math
+
+import pytest
+import torch
+
+from motif_titan.model import GroupedDiffAttention, Motif2ModelArgs, lambda_init_for_layer
+from motif_titan.model.model import precompute_rope_cache
+
+
+def _args(n_heads: int, n_noise_heads: int, head_dim: int = 8, dim: int = 24) -> Motif2ModelArgs:
+    return Motif2ModelArgs(dim=dim, n_layers=3, n_heads=n_heads, n_kv_heads=2 * n_noise_heads,
+                           n_noise_heads=n_noise_heads, head_dim=head_dim, ffn_hidden_dim=32, vocab_size=64,
+                           max_seq_len=32, rope_theta=10_000.0)
+
+
+def _random_attention(args: Motif2ModelArgs, layer_id: int, seed: int) -> GroupedDiffAttention:
+    torch.manual_seed(seed)
+    attn = GroupedDiffAttention(args, layer_id).double()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.normal_(0.0, 0.3)
+        attn.subln.weight.copy_(1.0 + 0.5 * torch.randn_like(attn.subln.weight))
+    return attn
+
+
+def _rope_reference(x: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotate-half RoPE on one head's (seq, d) matrix, computed entry by entry."""
+    seq, d = x.shape
+    out = torch.empty_like(x)
+    half = d // 2
+    for pos in range(seq):
+        for i in range(half):
+            angle = pos * theta ** (-2.0 * i / d)
+            c, s = math.cos(angle), math.sin(angle)
+            a, b = x[pos, i].item(), x[pos, i + half].item()
+            out[pos, i] = a * c - b * s
+            out[pos, i + half] = b * c + a * s
+    return out
+
+
+def _causal_softmax_map(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    seq, d = q.shape
+    scores = q @ k.T / math.sqrt(d)
+    probs = torch.zeros(seq, seq, dtype=torch.float64)
+    for i in range(seq):
+        row = scores[i, : i + 1]
+        e = torch.exp(row - row.max())
+        probs[i, : i + 1] = e / e.sum()
+    return probs
+
+
+def gda_reference(attn: GroupedDiffAttention, args: Motif2ModelArgs, layer_id: int, x: torch.Tensor) -> torch.Tensor:
+    """spec/model.md, literally: explicit loops over batch, groups and signal heads, float64 throughout."""
+    d, G = args.head_dim, args.n_noise_heads
+    R = (args.n_heads - G) // G
+    lam_init = 0.8 - 0.6 * math.exp(-0.3 * (layer_id - 1))
+    lam = (math.exp((attn.lambda_q1 * attn.lambda_k1).sum().item())
+           - math.exp((attn.lambda_q2 * attn.lambda_k2).sum().item()) + lam_init)
+    wq, wk, wv, wo = (m.weight.detach() for m in (attn.wq, attn.wk, attn.wv, attn.wo))
+    subln_w, eps = attn.subln.weight.detach(), attn.subln.eps
+    bs, seq, _ = x.shape
+    out = torch.zeros(bs, seq, args.dim, dtype=torch.float64)
+    for b in range(bs):
+        xb = x[b]
+        heads = []
+        for g in range(G):
+            k1 = _rope_reference(xb @ wk[(2 * g) * d:(2 * g + 1) * d].T, args.rope_theta)
+            k2 = _rope_reference(xb @ wk[(2 * g + 1) * d:(2 * g + 2) * d].T, args.rope_theta)
+            v = torch.cat([xb @ wv[(2 * g) * d:(2 * g + 1) * d].T, xb @ wv[(2 * g + 1) * d:(2 * g + 2) * d].T], 1)
+            noise_head = (R + 1) * g + R
+            q_noise = _rope_reference(xb @ wq[noise_head * d:(noise_head + 1) * d].T, args.rope_theta)
+            noise_map = _causal_softmax_map(q_noise, k2)
+            for j in range(R):
+                head = (R + 1) * g + j
+                q = _rope_reference(xb @ wq[head * d:(head + 1) * d].T, args.rope_theta)
+                o = (_causal_softmax_map(q, k1) - lam * noise_map) @ v  # (seq, 2d)
+                o = o / torch.sqrt((o * o).mean(dim=1, keepdim=True) + eps) * subln_w
+                heads.append(o * (1.0 - lam_init))
+        out[b] = torch.cat(heads, dim=1) @ wo.T  # signal head s = R*g + j at columns 2d*s
+    return out
+
+
+def _rope_cache(args: Motif2ModelArgs) -> torch.Tensor:
+    return precompute_rope_cache(args.head_dim, args.max_seq_len, args.rope_theta, torch.float64)
+
+
+@pytest.mark.parametrize("n_heads,n_noise_heads,layer_id", [(4, 2, 0), (10, 2, 5), (5, 1, 1)])
+def test_gda_matches_float64_reference(n_heads, n_noise_heads, layer_id):
+    args = _args(n_heads, n_noise_heads)
+    attn = _random_attention(args, layer_id, seed=n_heads + layer_id)
+    x = torch.randn(2, 7, args.dim, dtype=torch.float64)
+    got = attn(x, _rope_cache(args), None)
+    want = gda_reference(attn, args, layer_id, x)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_gda_ratio_1_is_the_differential_transformer():
+    """Ratio 1 in the Diff-Transformer's own formulation: 2h q/k heads paired (even = first map, odd = second),
+    h value heads of width 2d, maps viewed as (h, 2, seq, seq) and combined as w[:, 0] - lambda * w[:, 1]."""
+    h, d = 3, 8
+    args = _args(n_heads=2 * h, n_noise_heads=h, head_dim=d)
+    attn = _random_attention(args, layer_id=2, seed=7)
+    x = torch.randn(2, 9, args.dim, dtype=torch.float64)
+    bs, seq, _ = x.shape
+    rope = _rope_cache(args)
+    cos, sin = rope[:seq, :d], rope[:seq, d:]
+
+    def rot(t):  # (bs, seq, heads, d)
+        t1, t2 = t[..., : d // 2], t[..., d // 2:]
+        return t * cos[None, :, None] + torch.cat([-t2, t1], -1) * sin[None, :, None]
+
+    q = rot(attn.wq(x).view(bs, seq, 2 * h, d)).transpose(1, 2)
+    k = rot(attn.wk(x).view(bs, seq, 2 * h, d)).transpose(1, 2)
+    v = attn.wv(x).view(bs, seq, h, 2 * d).transpose(1, 2)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(d)
+    scores = scores.masked_fill(torch.ones(seq, seq, dtype=torch.bool).triu(1), float("-inf"))
+    w = torch.softmax(scores, dim=-1).view(bs, h, 2, seq, seq)
+    lam = (torch.exp((attn.lambda_q1 * attn.lambda_k1).sum()) - torch.exp((attn.lambda_q2 * attn.lambda_k2).sum())
+           + attn.lambda_init)
+    o = (w[:, :, 0] - lam * w[:, :, 1]) @ v
+    o = attn.subln(o) * (1 - attn.lambda_init)
+    want = attn.wo(o.transpose(1, 2).reshape(bs, seq, -1))
+    torch.testing.assert_close(attn(x, rope, None), want, rtol=1e-10, atol=1e-10)
+
+
+def test_gda_is_causal():
+    args = _args(n_heads=10, n_noise_heads=2)
+    attn = _random_attention(args, layer_id=3, seed=3)
+    x = torch.randn(1, 12, args.dim, dtype=torch.float64)
+    x_future_changed = x.clone()
+    x_future_changed[:, 8:] = torch.randn(1, 4, args.dim, dtype=torch.float64)
+    rope = _rope_cache(args)
+    a, b = attn(x, rope, None), attn(x_future_changed, rope, None)
+    torch.testing.assert_close(a[:, :8], b[:, :8], rtol=0, atol=1e-12)
+    assert (a[:, 8:] - b[:, 8:]).abs().max() > 1e-3
+
+
+def test_lambda_init_per_layer():
+    assert lambda_init_for_layer(0) == pytest.approx(-0.0099152, abs=1e-7)
+    assert lambda_init_for_layer(1) == pytest.approx(0.2, abs=1e-15)
+    assert lambda_init_for_layer(39) == pytest.approx(0.8 - 0.6 * math.exp(-11.4), abs=1e-15)
+    assert lambda_init_for_layer(39) == pytest.approx(0.7999933, abs=1e-7)
+    args = _args(n_heads=10, n_noise_heads=2)
+    assert GroupedDiffAttention(args, 39).lambda_init == lambda_init_for_layer(39)
+    assert "lambda_init" not in GroupedDiffAttention(args, 39).state_dict()

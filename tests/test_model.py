@@ -1,0 +1,167 @@
+"""The Motif-2 model as a whole: flavors, parameter counts, FLOPs, HF adapter, config validation."""
+
+import dataclasses
+import re
+
+import pytest
+import torch
+from torchtitan.config import ConfigManager
+
+import motif_titan
+from motif_titan.model import Motif2Model, Motif2ModelArgs, Motif2StateDictAdapter, motif2_args
+
+HF_NAMES_PER_LAYER = {
+    "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+    "self_attn.lambda_q1", "self_attn.lambda_k1", "self_attn.lambda_q2", "self_attn.lambda_k2",
+    "self_attn.subln.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+    "mlp.act_fn.weight", "mlp.act_fn.bias", "input_layernorm.weight", "post_attention_layernorm.weight",
+}
+
+
+def _meta_model(flavor: str) -> Motif2Model:
+    with torch.device("meta"):
+        return Motif2Model(motif2_args[flavor])
+
+
+@pytest.mark.parametrize("flavor,count", [
+    ("12.7B", 12_703_860_896),  # report Table 1 shapes, spec/model.md
+    ("2.6B", 2_597_218_432),  # 32 x 67,113,732 + tied 219,520 x 2048 embedding + final norm
+    ("debugmodel", 5_311_504),  # 4 x 1,065,668 + 2 x 2048 x 256 + final norm
+])
+def test_flavor_parameter_counts(flavor, count):
+    model = _meta_model(flavor)
+    nparams, _ = motif2_args[flavor].get_nparams_and_flops(model, seq_len=1024)
+    assert nparams == count
+
+
+def test_12_7b_shapes_match_report():
+    layer = _meta_model("12.7B").layers["0"]
+    shapes = {name: tuple(p.shape) for name, p in layer.named_parameters()}
+    assert shapes["attention.wq.weight"] == (5120, 4096)
+    assert shapes["attention.wk.weight"] == shapes["attention.wv.weight"] == (2048, 4096)
+    assert shapes["attention.wo.weight"] == (4096, 8192)
+    assert shapes["attention.subln.weight"] == (256,)
+    assert shapes["feed_forward.w1.weight"] == (16384, 4096)
+    assert shapes["feed_forward.poly_norm.weight"] == (3,)
+    args = motif2_args["12.7B"]
+    assert (args.gda_ratio, args.n_signal_heads, args.rope_theta) == (4, 32, 1e6)
+
+
+def test_flavor_ratios_and_tying():
+    assert motif2_args["debugmodel"].gda_ratio == 4 and motif2_args["debugmodel"].n_noise_heads == 2
+    assert motif2_args["2.6B"].gda_ratio == 1 and motif2_args["2.6B"].rope_theta == 500_000
+    tied = _meta_model("2.6B")
+    assert tied.output.weight is tied.tok_embeddings.weight
+    untied = _meta_model("12.7B")
+    assert untied.output.weight is not untied.tok_embeddings.weight
+
+
+def test_flops_count_gda_attention_and_the_head():
+    args = motif2_args["12.7B"]
+    seq = 4096
+    _, flops = args.get_nparams_and_flops(_meta_model("12.7B"), seq)
+    non_embedding = 12_703_860_896 - 219_520 * 4096
+    # 40 q heads x (QK^T with d = 128 + PV with d_v = 256), forward 2 FLOPs per MAC, x3 for fwd + bwd
+    attention = 3 * 40 * 40 * (2 * 128 + 2 * 256) * seq
+    assert flops == 6 * non_embedding + attention
+    # tied head still costs its matmul
+    args26 = motif2_args["2.6B"]
+    _, flops26 = args26.get_nparams_and_flops(_meta_model("2.6B"), seq)
+    assert flops26 == 6 * (2_597_218_432 - 219_520 * 2048 + 219_520 * 2048) + 3 * 32 * 16 * 768 * seq
+
+
+def _small_model(tied: bool) -> Motif2Model:
+    args = dataclasses.replace(motif2_args["debugmodel"], n_layers=2, enable_weight_tying=tied)
+    torch.manual_seed(0)
+    model = Motif2Model(args)
+    with torch.no_grad():
+        model.init_weights()
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_hf_adapter_round_trip_is_exact(tied):
+    model = _small_model(tied)
+    adapter = Motif2StateDictAdapter(model.model_args, None)
+    native = model.state_dict()
+    hf = adapter.to_hf(native)
+    expected = {f"model.layers.{i}.{n}" for i in range(2) for n in HF_NAMES_PER_LAYER}
+    expected |= {"model.embed_tokens.weight", "model.norm.weight"} | (set() if tied else {"lm_head.weight"})
+    assert set(hf) == expected
+    back = adapter.from_hf(hf)
+    assert set(back) == set(native)
+    for key in native:
+        assert torch.equal(back[key], native[key]), key
+
+    clone = Motif2Model(model.model_args)
+    clone.load_state_dict(back)
+    tokens = torch.randint(0, model.model_args.vocab_size, (2, 16))
+    assert torch.equal(clone(tokens), model(tokens))
+
+
+def test_hf_adapter_rejects_unknown_keys():
+    adapter = Motif2StateDictAdapter(motif2_args["debugmodel"], None)
+    with pytest.raises(KeyError, match="model.layers.0.self_attn.q_norm.weight"):
+        adapter.from_hf({"model.layers.0.self_attn.q_norm.weight": torch.zeros(1)})
+    assert adapter.from_hf({"model.layers.3.self_attn.rotary_emb.inv_freq": torch.zeros(1)}) == {}
+
+
+def test_registered_train_spec():
+    from torchtitan.protocols.train_spec import get_train_spec
+
+    spec = get_train_spec("motif2")
+    assert spec.model_cls is Motif2Model and spec.model_args is motif2_args
+    assert spec.state_dict_adapter is Motif2StateDictAdapter
+    import importlib
+
+    importlib.reload(motif_titan)  # registering again must not raise
+    assert get_train_spec("motif2").model_cls is Motif2Model
+
+
+def test_custom_config_module_is_accepted():
+    cfg = ConfigManager().parse_args(["--job.custom_config_module", "motif_titan.job_config",
+                                      "--model.name", "motif2"])
+    assert cfg.model.name == "motif2"
+
+
+# ---- bad input: clear errors that name the field -----------------------------------------------------------
+
+def test_heads_that_do_not_divide_into_groups():
+    with pytest.raises(ValueError, match=r"n_heads.*not a multiple of n_noise_heads = 3"):
+        Motif2ModelArgs(n_heads=10, n_kv_heads=6, n_noise_heads=3)
+    with pytest.raises(ValueError, match=r"n_kv_heads: must be 2 \* n_noise_heads = 4"):
+        Motif2ModelArgs(n_heads=10, n_kv_heads=2, n_noise_heads=2)
+    with pytest.raises(ValueError, match=r"attn_type: must be one of \('sdpa', 'flex'\)"):
+        Motif2ModelArgs(attn_type="varlen")
+
+
+def test_unknown_flavor_names_the_field():
+    with pytest.raises(ValueError, match=re.escape("model.flavor = '7B' is not a motif2 flavor; allowed: ['12.7B'")):
+        motif2_args["7B"]
+
+
+def _job(*cli: str):
+    return ConfigManager().parse_args(["--model.name", "motif2", "--model.flavor", "debugmodel", *cli])
+
+
+def test_seq_len_above_flavor_max_names_the_field():
+    args = dataclasses.replace(motif2_args["debugmodel"])
+    with pytest.raises(ValueError, match=r"training.seq_len = 4096 exceeds the max_seq_len 2048"):
+        args.update_from_config(_job("--training.seq_len", "4096"))
+    args.update_from_config(_job("--training.seq_len", "2048"))
+    assert args.max_seq_len == 2048
+
+
+@pytest.mark.parametrize("field", ["tensor_parallel_degree", "context_parallel_degree", "pipeline_parallel_degree"])
+def test_parallelism_not_built_yet_is_refused(field):
+    args = dataclasses.replace(motif2_args["debugmodel"])
+    with pytest.raises(NotImplementedError, match=rf"parallelism.{field} = 2: motif2 does not support"):
+        args.update_from_config(_job(f"--parallelism.{field}", "2"))
+
+
+def test_fp8_converter_not_built_yet_is_refused():
+    args = dataclasses.replace(motif2_args["debugmodel"])
+    with pytest.raises(NotImplementedError, match=r"model.converters = \['quantize.linear.float8'\]"):
+        args.update_from_config(_job("--model.converters", "quantize.linear.float8"))
