@@ -37,7 +37,6 @@ class Motif2ModelArgs(BaseModelArgs):
     depth_init: bool = True
     attn_type: str = "sdpa"
     attn_mask_type: str = "causal"
-    eos_id: int = 0
 
     def __post_init__(self) -> None:
         def fail(field: str, msg: str) -> None:

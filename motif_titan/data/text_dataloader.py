@@ -1,0 +1,252 @@
+"""Tokenizer and dataloader builders for the TrainSpec: embedded default data and local text files.
+
+``--model.hf_assets_path embedded`` loads the byte-level BPE (vocab 2048) packaged in
+``motif_titan/assets/tokenizer``; ``--training.dataset embedded`` trains on the packaged
+prose/math/code corpus in ``motif_titan/assets/corpus`` (both built by
+``python -m motif_titan.data.build_embedded``), so the debug model trains with no downloads.
+
+``--training.dataset NAME --training.dataset_path PATH`` reads local ``.jsonl`` (one JSON object
+per line, field ``text``), ``.txt`` (a whole file is one document) and ``.parquet`` (column
+``text``) files: PATH is one such file or a directory searched recursively. Any dataset that
+does not resolve to local files (``c4``, ``c4_test``, ... with their own paths) is handed to
+TorchTitan's ``build_text_dataloader`` unchanged.
+"""
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.distributed.checkpoint.stateful import Stateful
+from torch.utils.data import IterableDataset
+from torchtitan.components.dataloader import ParallelAwareDataloader
+from torchtitan.components.tokenizer import BaseTokenizer, HuggingFaceTokenizer
+from torchtitan.config import JobConfig
+from torchtitan.hf_datasets.text_datasets import DATASETS as TORCHTITAN_DATASETS
+from torchtitan.hf_datasets.text_datasets import (
+    build_text_dataloader as build_torchtitan_text_dataloader,
+)
+from torchtitan.tools.logging import logger
+
+EMBEDDED = "embedded"
+TEXT_FILE_SUFFIXES = (".jsonl", ".txt", ".parquet")
+
+
+def embedded_assets_dir() -> Path:
+    """``motif_titan/assets`` of the imported package (a source checkout or an installed wheel)."""
+    return Path(__file__).resolve().parents[1] / "assets"
+
+
+def build_tokenizer(job_config: JobConfig) -> HuggingFaceTokenizer:
+    """TorchTitan's ``build_hf_tokenizer``, with ``model.hf_assets_path = "embedded"`` resolving
+    to the packaged tokenizer directory."""
+    configured = job_config.model.hf_assets_path
+    path = embedded_assets_dir() / "tokenizer" if configured == EMBEDDED else configured
+    if path is None or not Path(path).exists():
+        raise FileNotFoundError(
+            f"model.hf_assets_path={configured!r}: tokenizer directory {str(path)!r} does not exist "
+            f"(use {EMBEDDED!r} for the packaged tokenizer)"
+        )
+    return HuggingFaceTokenizer(str(path))
+
+
+def find_text_files(path: Path) -> list[Path]:
+    """``path`` itself if it is a text file, else the text files under it, sorted by relative path."""
+    if path.is_file():
+        return [path] if path.suffix in TEXT_FILE_SUFFIXES else []
+    files = (f for f in path.rglob("*") if f.is_file() and f.suffix in TEXT_FILE_SUFFIXES)
+    return sorted(files, key=lambda f: f.relative_to(path).as_posix())
+
+
+def read_documents(path: Path, text_field: str = "text") -> list[str]:
+    """The non-empty documents of one ``.jsonl``, ``.txt`` or ``.parquet`` file, in file order."""
+    if path.suffix == ".txt":
+        texts = [path.read_text(encoding="utf-8")]
+    elif path.suffix == ".jsonl":
+        texts = []
+        with path.open(encoding="utf-8") as lines:
+            for line_number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if text_field not in record:
+                    raise ValueError(f"{path}:{line_number} has no {text_field!r} field")
+                texts.append(record[text_field])
+    elif path.suffix == ".parquet":
+        import pyarrow.parquet
+
+        texts = pyarrow.parquet.read_table(path, columns=[text_field]).column(text_field).to_pylist()
+    else:
+        raise ValueError(f"{path}: unsupported suffix, expected one of {TEXT_FILE_SUFFIXES}")
+    return [text for text in texts if text and text.strip()]
+
+
+class LocalTextDataset(IterableDataset, Stateful):
+    """Documents of local text files, tokenized and packed into ``seq_len + 1`` token windows.
+
+    All documents of all ``files`` (one file per domain, say) are loaded into memory. Each epoch
+    orders them by a shuffle seeded with ``(seed, epoch)``, which interleaves the files, and the
+    document at position ``i`` of that order goes to DP rank ``i % dp_world_size``, so ranks read
+    disjoint documents. A rank encodes its documents with BOS and EOS, appends them to a token
+    buffer, and yields ``({"input": x[:-1]}, x[1:])`` for each full window ``x``, exactly like
+    TorchTitan's ``HuggingFaceTextDataset``. With ``infinite`` the next epoch follows; without it
+    the leftover tokens (less than a window) are dropped.
+
+    ``state_dict`` holds the epoch, the position in the rank's documents and the token buffer,
+    so a loader restored from it yields the same samples as one that never stopped.
+    With ``num_workers > 0`` every worker would read the rank's full stream (as with TorchTitan's
+    dataset): keep ``training.dataloader.num_workers = 0``.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[Path | str],
+        tokenizer: BaseTokenizer,
+        seq_len: int,
+        dp_rank: int = 0,
+        dp_world_size: int = 1,
+        infinite: bool = False,
+        text_field: str = "text",
+        seed: int = 0,
+    ) -> None:
+        self.files = [Path(f) for f in files]
+        self._documents = [doc for f in self.files for doc in read_documents(f, text_field)]
+        if len(self._documents) < dp_world_size:
+            raise ValueError(
+                f"{len(self._documents)} non-empty documents in {[str(f) for f in self.files]}, "
+                f"fewer than the {dp_world_size} data-parallel ranks"
+            )
+        self._tokenizer = tokenizer
+        self.seq_len = seq_len
+        self.dp_rank = dp_rank
+        self.dp_world_size = dp_world_size
+        self.infinite = infinite
+        self.seed = seed
+        self._ordered_epoch: int | None = None
+        self._rank_documents: list[str] = []
+
+        # Variables for checkpointing
+        self._epoch = 0
+        self._document_index = 0
+        self._token_buffer: list[int] = []
+
+    @property
+    def num_documents(self) -> int:
+        """Documents over all ranks."""
+        return len(self._documents)
+
+    def rank_documents(self, epoch: int) -> list[str]:
+        """The documents this rank reads in ``epoch``, in reading order."""
+        if self._ordered_epoch != epoch:
+            order = list(range(len(self._documents)))
+            random.Random(f"{self.seed}:{epoch}").shuffle(order)
+            self._rank_documents = [self._documents[i] for i in order[self.dp_rank :: self.dp_world_size]]
+            self._ordered_epoch = epoch
+        return self._rank_documents
+
+    def __iter__(self):
+        window = self.seq_len + 1
+        while True:
+            while len(self._token_buffer) >= window:
+                x = torch.LongTensor(self._token_buffer[:window])
+                self._token_buffer = self._token_buffer[window:]
+                yield {"input": x[:-1]}, x[1:]
+
+            documents = self.rank_documents(self._epoch)
+            if self._document_index < len(documents):
+                text = documents[self._document_index]
+                self._document_index += 1
+                self._token_buffer.extend(self._tokenizer.encode(text, add_bos=True, add_eos=True))
+            elif self.infinite:
+                self._epoch += 1
+                self._document_index = 0
+                logger.warning(f"Local text dataset is being re-looped (epoch {self._epoch})")
+            else:
+                logger.warning("Local text dataset has run out of data")
+                return
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self._epoch,
+            "document_index": self._document_index,
+            "token_buffer": self._token_buffer,
+            "num_documents": len(self._documents),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict["num_documents"] != len(self._documents):
+            logger.warning(
+                f"Resuming a local text dataset saved with {state_dict['num_documents']} documents "
+                f"on {len(self._documents)} documents: the data order differs from the original run"
+            )
+        self._epoch = state_dict["epoch"]
+        self._document_index = state_dict["document_index"]
+        self._token_buffer = list(state_dict["token_buffer"])
+
+
+def local_text_files(job_config: JobConfig) -> list[Path] | None:
+    """The local files ``job_config.training`` names, or None for a dataset TorchTitan handles."""
+    training = job_config.training
+    if training.dataset == EMBEDDED:
+        return find_text_files(embedded_assets_dir() / "corpus")
+    if training.dataset_path is None:
+        return None
+    path = Path(training.dataset_path)
+    torchtitan_dataset = training.dataset.lower() in TORCHTITAN_DATASETS
+    if not path.exists():
+        if torchtitan_dataset:
+            return None
+        raise FileNotFoundError(
+            f"training.dataset_path={training.dataset_path!r} does not exist; training.dataset="
+            f"{training.dataset!r} is neither {EMBEDDED!r} nor one of TorchTitan's datasets "
+            f"{sorted(TORCHTITAN_DATASETS)}, so it must be a local {'/'.join(TEXT_FILE_SUFFIXES)} "
+            "file or a directory of them"
+        )
+    files = find_text_files(path)
+    if not files and not torchtitan_dataset:
+        raise ValueError(
+            f"training.dataset_path={training.dataset_path!r} holds no "
+            f"{', '.join(TEXT_FILE_SUFFIXES)} files"
+        )
+    return files or None
+
+
+def build_text_dataloader(
+    dp_world_size: int,
+    dp_rank: int,
+    tokenizer: BaseTokenizer,
+    job_config: JobConfig,
+    infinite: bool = True,
+) -> ParallelAwareDataloader:
+    """The TrainSpec's ``build_dataloader_fn``: the embedded corpus, local text files, or
+    TorchTitan's own text dataloader (see the module docstring)."""
+    files = local_text_files(job_config)
+    if files is None:
+        return build_torchtitan_text_dataloader(
+            dp_world_size, dp_rank, tokenizer, job_config, infinite=infinite
+        )
+    training = job_config.training
+    field = "training.dataset" if training.dataset == EMBEDDED else "training.dataset_path"
+    try:
+        dataset = LocalTextDataset(
+            files,
+            tokenizer,
+            seq_len=training.seq_len,
+            dp_rank=dp_rank,
+            dp_world_size=dp_world_size,
+            infinite=infinite,
+        )
+    except ValueError as error:
+        value = training.dataset if field == "training.dataset" else training.dataset_path
+        raise ValueError(f"{field}={value!r}: {error}") from error
+    logger.info(
+        f"Local text dataset: {dataset.num_documents} documents from {len(files)} files, "
+        f"dp rank {dp_rank} of {dp_world_size}"
+    )
+    dataloader_kwargs = {**asdict(training.dataloader), "batch_size": training.local_batch_size}
+    return ParallelAwareDataloader(
+        dataset, dp_rank=dp_rank, dp_world_size=dp_world_size, **dataloader_kwargs
+    )
