@@ -165,3 +165,33 @@ def test_fp8_converter_not_built_yet_is_refused():
     args = dataclasses.replace(motif2_args["debugmodel"])
     with pytest.raises(NotImplementedError, match=r"model.converters = \['quantize.linear.float8'\]"):
         args.update_from_config(_job("--model.converters", "quantize.linear.float8"))
+
+
+class _EosTokenizer:
+    eos_id = 1
+
+
+@torch.no_grad()  # FlexAttention has no CPU backward; the forward is what the masks change
+def test_flex_block_causal_blocks_attention_across_documents():
+    sdpa_model = _small_model(tied=False)
+    flex_args = dataclasses.replace(sdpa_model.model_args, attn_type="flex", attn_mask_type="block_causal")
+    flex_model = Motif2Model(flex_args)
+    flex_model.load_state_dict(sdpa_model.state_dict())
+    torch.manual_seed(1)
+    tokens = torch.randint(2, flex_args.vocab_size, (2, 48))  # no EOS: one document per row
+    masks = flex_model.get_attention_masks(tokens, _EosTokenizer())
+    torch.testing.assert_close(flex_model(tokens, attention_masks=masks), sdpa_model(tokens), rtol=1e-4, atol=1e-4)
+
+    packed = tokens.clone()
+    packed[:, 19] = _EosTokenizer.eos_id  # document 1 = tokens 0..19, document 2 = tokens 20..47
+    out = flex_model(packed, attention_masks=flex_model.get_attention_masks(packed, _EosTokenizer()))
+    # RoPE scores depend on relative positions only, so document 2 alone gives the same outputs
+    torch.testing.assert_close(out[:, 20:], sdpa_model(packed[:, 20:]), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out[:, :20], sdpa_model(packed[:, :20]), rtol=1e-4, atol=1e-4)
+    assert (out[:, 20:] - sdpa_model(packed)[:, 20:]).abs().max() > 1e-2  # without the mask it would differ
+
+
+def test_sdpa_model_refuses_attention_masks():
+    model = _small_model(tied=False)
+    with pytest.raises(TypeError, match="attention masks are built for attn_type 'flex', not 'sdpa'"):
+        model.get_attention_masks(torch.zeros(1, 4, dtype=torch.long), _EosTokenizer())

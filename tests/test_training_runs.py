@@ -75,3 +75,20 @@ def test_bad_config_stops_at_start_with_the_field_named(tmp_path, override, mess
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
     assert "step:" not in proc.stdout + proc.stderr
+
+
+def test_compile_and_full_activation_checkpointing_keep_the_losses(tmp_path):
+    plain = run_training(tmp_path / "plain", 1, "--training.steps", "3")
+    compiled = run_training(tmp_path / "compiled", 1, "--training.steps", "3", "--compile.enable",
+                            "--activation_checkpoint.mode", "full")
+    assert compiled == plain
+
+
+def test_hsdp_2x2_with_tied_embeddings_trains(tmp_path):
+    """4 ranks: dp_replicate 2 x dp_shard 2, on the tied-embedding DiffAttn debug flavor (the embedding and the
+    head share one FSDP unit)."""
+    losses = run_training(tmp_path / "run", 4, "--model.flavor", "debugmodel_diffattn", "--training.steps", "6",
+                          "--training.local_batch_size", "2", "--parallelism.data_parallel_replicate_degree", "2",
+                          "--parallelism.data_parallel_shard_degree", "2")
+    assert sorted(losses) == list(range(1, 7))
+    assert mean_loss(losses, range(5, 7)) < mean_loss(losses, range(1, 3)) - 0.5, losses

@@ -41,6 +41,10 @@ _DEBUG_SHAPES = dict(
 motif2_args = Motif2Flavors({
     "debugmodel": Motif2ModelArgs(**_DEBUG_SHAPES),
     "debugmodel_flex_attn": Motif2ModelArgs(**_DEBUG_SHAPES, attn_type="flex", attn_mask_type="block_causal"),
+    # A tiny Motif-2.6B look-alike: plain Differential Attention (ratio 1) and tied embeddings.
+    "debugmodel_diffattn": Motif2ModelArgs(
+        **{**_DEBUG_SHAPES, "n_heads": 8, "n_kv_heads": 8, "n_noise_heads": 4}, enable_weight_tying=True
+    ),
     # Motif-2.6B: plain Differential Attention (GDA ratio 1), tied embeddings, long-context RoPE.
     "2.6B": Motif2ModelArgs(
         dim=2048,

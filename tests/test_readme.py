@@ -1,0 +1,27 @@
+"""The README holds exactly two commands (main job, tests) and .ci/run runs the README's test command."""
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    return [block.strip() for block in blocks]
+
+
+def test_readme_has_exactly_two_commands():
+    main_job, tests = readme_commands()
+    assert main_job.endswith("python -m motif_titan.train --job.config_file train_configs/motif2_debug.toml")
+    assert tests.endswith("python -m pytest -q")
+    assert "\n" not in main_job and "\n" not in tests
+
+
+def test_ci_runs_the_readme_test_command():
+    ci_lines = (REPO / ".ci" / "run").read_text().strip().splitlines()
+    assert ci_lines[-1] == readme_commands()[1]
+
+
+def test_readme_main_job_config_exists():
+    assert (REPO / "train_configs" / "motif2_debug.toml").is_file()
