@@ -195,3 +195,33 @@ def test_sdpa_model_refuses_attention_masks():
     model = _small_model(tied=False)
     with pytest.raises(TypeError, match="attention masks are built for attn_type 'flex', not 'sdpa'"):
         model.get_attention_masks(torch.zeros(1, 4, dtype=torch.long), _EosTokenizer())
+
+
+def test_init_follows_motif_torchtitan_port():
+    args = dataclasses.replace(motif2_args["debugmodel"], dim=512, ffn_hidden_dim=2048)
+    torch.manual_seed(0)
+    model = Motif2Model(args)
+    with torch.no_grad():
+        model.init_weights()
+
+    def std(t):
+        return t.detach().double().std().item()
+
+    for layer_id in (0, 3):
+        block = model.layers[str(layer_id)]
+        depth_std = 0.02 / (2 * (layer_id + 1)) ** 0.5
+        for w in (block.attention.wq, block.attention.wk, block.attention.wv, block.feed_forward.w1):
+            assert std(w.weight) == pytest.approx(0.02, rel=0.03)
+        for w in (block.attention.wo, block.feed_forward.w2, block.feed_forward.w3):
+            assert std(w.weight) == pytest.approx(depth_std, rel=0.03)
+        lambdas = torch.cat([block.attention.lambda_q1, block.attention.lambda_k1, block.attention.lambda_q2,
+                             block.attention.lambda_k2])
+        assert std(lambdas) == pytest.approx(0.1, rel=0.2)
+        assert torch.equal(block.attention.subln.weight, torch.ones(2 * args.head_dim))
+        assert torch.equal(block.attention_norm.weight, torch.ones(args.dim))
+        assert block.feed_forward.poly_norm.weight.tolist() == pytest.approx([1 / 3] * 3)
+        assert block.feed_forward.poly_norm.bias.item() == 0.0
+    assert std(model.tok_embeddings.weight) == pytest.approx(1.0, rel=0.02)
+    out_std = args.dim ** -0.5
+    assert model.output.weight.abs().max().item() <= 3 * out_std
+    assert std(model.output.weight) == pytest.approx(out_std * 0.986, rel=0.03)  # N(0, s) truncated at 3 s
