@@ -1,12 +1,20 @@
-"""PolyNorm compute kernels, importable as ``motif_titan.kernels``.
+"""PolyNorm kernels, importable as ``motif_titan.kernels`` (never as a top-level module named ``kernels``:
+that name belongs to another PyPI package; ``pyproject.toml`` installs this directory under motif_titan).
 
-This directory is installed as the ``motif_titan.kernels`` subpackage (see ``pyproject.toml``), never as a
-top-level module named ``kernels`` (that name belongs to another PyPI package).
-
-Today it holds the plain PyTorch reference of PolyNorm and of PolyNorm followed by the FFN's elementwise
-product (fp32 inside, one downcast at the end). The fused Triton kernels plug in behind the same functions.
+- ``poly_norm`` / ``poly_norm_mul``: the public, autograd-capable functions (backend "auto" | "triton" | "torch").
+- ``polynorm_triton``: the fused Triton forward and backward kernels behind them.
+- ``polynorm_reference``: the plain PyTorch reference (fp32 inside) every kernel is checked against.
+Benchmark: ``benchmarks/polynorm.py`` at the top of the repo; results in ``benchmarks/RESULTS.md``.
 """
 
+from .polynorm import BACKENDS, poly_norm, poly_norm_mul
 from .polynorm_reference import poly_norm_mul_reference, poly_norm_reference, polynorm_row_moments
 
-__all__ = ["poly_norm_reference", "poly_norm_mul_reference", "polynorm_row_moments"]
+__all__ = [
+    "BACKENDS",
+    "poly_norm",
+    "poly_norm_mul",
+    "poly_norm_reference",
+    "poly_norm_mul_reference",
+    "polynorm_row_moments",
+]

@@ -23,7 +23,7 @@ from torchtitan.models.utils import trunc_normal_
 from torchtitan.protocols.model import AttentionMasksType
 from torchtitan.protocols.train_spec import ModelProtocol
 
-from motif_titan.kernels import poly_norm_mul_reference
+from motif_titan.kernels import poly_norm_mul
 
 from .args import Motif2ModelArgs
 
@@ -180,7 +180,8 @@ class PolyNorm(nn.Module):
 
 
 class PolyNormFeedForward(nn.Module):
-    """w2(PolyNorm(w1 x) * w3 x); PolyNorm and the product in fp32, one downcast at the end."""
+    """w2(PolyNorm(w1 x) * w3 x); PolyNorm and the product in fp32, one downcast at the end.
+    The activation is ``motif_titan.kernels.poly_norm_mul``: the fused Triton kernel on CUDA, PyTorch elsewhere."""
 
     def __init__(self, dim: int, hidden_dim: int, eps: float):
         super().__init__()
@@ -190,8 +191,8 @@ class PolyNormFeedForward(nn.Module):
         self.poly_norm = PolyNorm(eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act = poly_norm_mul_reference(self.w1(x), self.w3(x), self.poly_norm.weight, self.poly_norm.bias,
-                                      self.poly_norm.eps)
+        act = poly_norm_mul(self.w1(x), self.w3(x), self.poly_norm.weight, self.poly_norm.bias,
+                            self.poly_norm.eps)
         return self.w2(act)
 
     def init_weights(self, init_std: float) -> None:

@@ -1,0 +1,204 @@
+"""Benchmark of the fused PolyNorm kernels against plain PyTorch ("naive") and torch.compile of the same function.
+
+    python benchmarks/polynorm.py                       # the report's grid, BF16 (needs a CUDA GPU)
+    python benchmarks/polynorm.py --hidden 16384 --seq 4096 --batch 2 --sweep-warps
+
+Grid (report Table 3): hidden 8192 and 16384, sequence 1K/2K/4K/8K, batch 1/2/4; ops PolyNorm and PolyNorm x mul,
+forward and backward timed separately. Every timing is GPU time of a CUDA-graph replay (triton's
+``do_bench_cudagraph``), so CPU launch overhead is excluded for all three implementations alike. Forward is the
+training forward (inputs require grad); backward is the time of forward + ``torch.autograd.grad`` minus the
+forward, both captured the same way for all three (a backward must run on the stream of its forward).
+Bandwidth = minimum bytes moved (forward: read x (and mul), write y; backward: read x, grad_y (and mul), write
+grad_x (and grad_mul)) / time, compared with a device-to-device copy of 1 GiB measured in the same run
+(read + write counted). Prints a markdown summary and writes every measurement to --out (JSON).
+"""
+
+import argparse
+import itertools
+import json
+import math
+import sys
+import time
+
+import torch
+import triton
+import triton.testing
+
+from motif_titan.kernels import poly_norm, poly_norm_mul, poly_norm_mul_reference, poly_norm_reference
+from motif_titan.kernels import polynorm_triton
+
+EPS = 1e-6
+OPS = ("poly_norm", "poly_norm_mul")
+IMPLS = ("triton", "naive", "compile")
+
+
+def bench(fn) -> float:
+    """Median GPU milliseconds of ``fn`` replayed from a CUDA graph."""
+    return triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median")
+
+
+def copy_bandwidth(nbytes: int = 1 << 30) -> float:
+    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device="cuda").normal_()
+    dst = torch.empty_like(src)
+    ms = bench(lambda: dst.copy_(src))
+    return 2 * nbytes / (ms * 1e-3)
+
+
+def make_fn(op: str, impl: str, compiled: dict):
+    if impl == "triton":
+        return (lambda x, m, w, b: poly_norm(x, w, b, EPS, backend="triton")) if op == "poly_norm" else (
+            lambda x, m, w, b: poly_norm_mul(x, m, w, b, EPS, backend="triton"))
+    ref = (lambda x, m, w, b: poly_norm_reference(x, w, b, EPS)) if op == "poly_norm" else (
+        lambda x, m, w, b: poly_norm_mul_reference(x, m, w, b, EPS))
+    if impl == "naive":
+        return ref
+    if op not in compiled:
+        compiled[op] = torch.compile(ref)
+    return compiled[op]
+
+
+def min_bytes(op: str, direction: str, numel: int, elem: int) -> int:
+    tensors = {("poly_norm", "fwd"): 2, ("poly_norm_mul", "fwd"): 3,
+               ("poly_norm", "bwd"): 3, ("poly_norm_mul", "bwd"): 5}[(op, direction)]
+    return tensors * numel * elem
+
+
+def time_one(op, impl, rows, hidden, dtype, compiled):
+    x = torch.randn(rows, hidden, device="cuda", dtype=dtype)
+    m = torch.randn(rows, hidden, device="cuda", dtype=dtype) if op == "poly_norm_mul" else None
+    w = torch.tensor([0.6, 0.3, 0.9], device="cuda")
+    b = torch.tensor([0.1], device="cuda")
+    if impl == "compile":
+        torch._dynamo.mark_dynamic(x, 0)
+        if m is not None:
+            torch._dynamo.mark_dynamic(m, 0)
+    fn = make_fn(op, impl, compiled)
+    leaves = [t.requires_grad_() for t in (x, m, w, b) if t is not None]
+    grad_y = torch.randn_like(x)
+    # training forward (inputs require grad: compile's forward also writes what its backward saves)
+    fwd = bench(lambda: fn(x, m, w, b))
+    # backward = (forward + backward) - forward: the backward must be captured on the forward's stream
+    fwd_bwd = bench(lambda: torch.autograd.grad(fn(x, m, w, b), leaves, grad_y))
+    return fwd, fwd_bwd - fwd
+
+
+def check_against_float64(rows, hidden, dtype):
+    """Max error of the Triton path vs float64 on one benchmark shape (values and every gradient)."""
+    torch.manual_seed(0)
+    x = torch.randn(rows, hidden, device="cuda", dtype=dtype)
+    m = torch.randn(rows, hidden, device="cuda", dtype=dtype)
+    w = torch.tensor([0.6, -0.3, 0.9], device="cuda")
+    b = torch.tensor([0.1], device="cuda")
+    gy = torch.randn(rows, hidden, device="cuda", dtype=dtype)
+    report = {}
+    for op in OPS:
+        leaves = [t.clone().requires_grad_() for t in (x, m, w, b)]
+        ref_leaves = [t.detach().double().requires_grad_() for t in (x, m, w, b)]
+        if op == "poly_norm":
+            y = poly_norm(leaves[0], leaves[2], leaves[3], EPS, backend="triton")
+            y_ref = poly_norm_reference(ref_leaves[0], ref_leaves[2], ref_leaves[3], EPS)
+        else:
+            y = poly_norm_mul(leaves[0], leaves[1], leaves[2], leaves[3], EPS, backend="triton")
+            y_ref = poly_norm_mul_reference(ref_leaves[0], ref_leaves[1], ref_leaves[2], ref_leaves[3], EPS)
+        y.backward(gy)
+        y_ref.backward(gy.double())
+        errs = {"y": ((y.double() - y_ref).abs().max() / y_ref.abs().max()).item()}
+        for name, a, r in zip(("x", "mul", "weight", "bias"), leaves, ref_leaves):
+            if r.grad is not None:
+                errs[f"grad_{name}"] = ((a.grad.double() - r.grad).abs().max() / r.grad.abs().max()).item()
+        report[op] = errs
+    return report
+
+
+def sweep_warps(rows, hidden, dtype):
+    """Forward and backward kernel time for each num_warps (the launch heuristic is chosen from this)."""
+    original = polynorm_triton.launch_config
+    out = {}
+    for warps in (4, 8, 16, 32):
+        polynorm_triton.launch_config = lambda n, warps=warps: (*original(n)[:2], warps)
+        try:
+            out[warps] = {op: time_one(op, "triton", rows, hidden, dtype, {}) for op in OPS}
+        finally:
+            polynorm_triton.launch_config = original
+    return out
+
+
+def geomean(values):
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[8192, 16384])
+    parser.add_argument("--seq", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
+    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument("--sweep-warps", action="store_true", help="also time num_warps 4/8/16/32")
+    parser.add_argument("--out", default="polynorm_results.json")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("benchmarks/polynorm.py needs a CUDA GPU")
+    dtype = getattr(torch, args.dtype)
+    elem = torch.empty((), dtype=dtype).element_size()
+    device = torch.cuda.get_device_name()
+    copy_bw = copy_bandwidth()
+    print(f"device: {device}; torch {torch.__version__}; triton {triton.__version__}; dtype {args.dtype}")
+    print(f"device-to-device copy (1 GiB, read+write counted): {copy_bw / 1e12:.3f} TB/s")
+
+    results = {"device": device, "torch": torch.__version__, "triton": triton.__version__, "dtype": args.dtype,
+               "copy_bandwidth_Bps": copy_bw, "command": " ".join(sys.argv), "checks": {}, "rows": []}
+    for hidden in args.hidden:
+        results["checks"][f"hidden {hidden}, 2 x 1024 rows"] = check_against_float64(2048, hidden, dtype)
+    results["checks"]["hidden 5000 (not a power of two), 333 rows"] = check_against_float64(333, 5000, dtype)
+    print("max relative error vs float64:", json.dumps(results["checks"], indent=1))
+
+    compiled: dict = {}
+    start = time.time()
+    for hidden, seq, batch in itertools.product(args.hidden, args.seq, args.batch):
+        rows = batch * seq
+        for op in OPS:
+            row = {"op": op, "hidden": hidden, "seq": seq, "batch": batch}
+            for impl in args.impls:
+                try:
+                    row[f"{impl}_fwd_ms"], row[f"{impl}_bwd_ms"] = time_one(op, impl, rows, hidden, dtype, compiled)
+                except torch.OutOfMemoryError:
+                    row[f"{impl}_fwd_ms"] = row[f"{impl}_bwd_ms"] = None
+                torch.cuda.empty_cache()
+            for d in ("fwd", "bwd"):
+                row[f"triton_{d}_TBps"] = min_bytes(op, d, rows * hidden, elem) / (row[f"triton_{d}_ms"] * 1e-3) / 1e12
+                row[f"triton_{d}_copy_frac"] = row[f"triton_{d}_TBps"] * 1e12 / copy_bw
+            results["rows"].append(row)
+            print(json.dumps(row), flush=True)
+    results["seconds"] = time.time() - start
+
+    summary = []
+    for op in OPS:
+        rows = [r for r in results["rows"] if r["op"] == op]
+        line = {"op": op}
+        for d, base in itertools.product(("fwd", "bwd"), [i for i in ("naive", "compile") if i in args.impls]):
+            ratios = [r[f"{base}_{d}_ms"] / r[f"triton_{d}_ms"] for r in rows if r.get(f"{base}_{d}_ms")]
+            line[f"{d} vs {base}"] = geomean(ratios) if ratios else None
+        for d in ("fwd", "bwd"):
+            big = [r[f"triton_{d}_copy_frac"] for r in rows if r["hidden"] == 16384]
+            line[f"{d} copy frac @16384 (min/geomean)"] = (min(big), geomean(big)) if big else None
+        summary.append(line)
+    results["summary"] = summary
+    print("\n| op | " + " | ".join(k for k in summary[0] if k != "op") + " |")
+    for line in summary:
+        cells = []
+        for k, v in line.items():
+            if k == "op":
+                continue
+            cells.append("-" if v is None else (f"{v[0]:.3f} / {v[1]:.3f}" if isinstance(v, tuple) else f"{v:.2f}x"))
+        print(f"| {line['op']} | " + " | ".join(cells) + " |")
+
+    if args.sweep_warps:
+        results["warps"] = {h: sweep_warps(2 * 4096, h, dtype) for h in args.hidden}
+        print("num_warps sweep (fwd ms, bwd ms) at 2 x 4096 rows:", json.dumps(results["warps"]))
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Fused PolyNorm and PolyNorm x mul in Triton: one read of each input row, one write of each output row.
+
+Forward, per row of length N (fp32 inside):
+    s_k = sum(x^(2k)) for k = 1, 2, 3;  r_k = rsqrt(s_k / N + eps)
+    y   = w0 * r3 * x^3 + w1 * r2 * x^2 + w2 * r1 * x + b      (times ``mul`` for the fused product)
+The three r_k of every row (12 bytes) are saved for the backward.
+
+Backward, with g = dL/dy (times ``mul`` for the product) and n_k = r_k * x^k:
+    c_k    = sum(g * n_k)                                        (row sums)
+    dL/dx  = 3 x^2 w0 r3 (g - n3 c3 / N) + 2 x w1 r2 (g - n2 c2 / N) + w2 r1 (g - n1 c1 / N)
+    dL/dmul = dL/dy * PolyNorm(x)
+The weight and bias gradients are sums over rows of (c3, c2, c1, sum(g)): every program writes its row's four
+partial sums and ``torch.sum`` adds them in a fixed order, so they are deterministic without atomics.
+
+Rows up to ``MAX_FUSED_ROW`` elements are held in registers (one load per element); longer rows are processed in
+chunks with a second pass over the row (the re-read mostly hits L2). Under tensor parallelism the row sums s_k and
+c_k are the quantities to all-reduce across the TP group: both passes are written around them.
+"""
+
+import triton
+import triton.language as tl
+
+# Rows up to this length stay in registers; longer rows loop over chunks of CHUNK elements.
+MAX_FUSED_ROW = 32768
+CHUNK = 4096
+
+
+def launch_config(n: int) -> tuple[int, bool, int]:
+    """(BLOCK, SINGLE_PASS, num_warps) for rows of ``n`` elements."""
+    if n <= MAX_FUSED_ROW:
+        block = triton.next_power_of_2(n)
+        single = True
+    else:
+        block, single = CHUNK, False
+    # about 16 fp32 elements per thread in the single-pass kernels keeps them spill-free
+    num_warps = max(1, min(32, block // 512))
+    return block, single, num_warps
+
+
+@triton.jit
+def _poly_norm_fwd_kernel(
+    X, MUL, Y, W, B, RSTD,
+    stride_x, stride_mul, stride_y,
+    N, eps,
+    HAS_MUL: tl.constexpr, BLOCK: tl.constexpr, SINGLE_PASS: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    X += row * stride_x
+    Y += row * stride_y
+    if HAS_MUL:
+        MUL += row * stride_mul
+    w0 = tl.load(W).to(tl.float32)
+    w1 = tl.load(W + 1).to(tl.float32)
+    w2 = tl.load(W + 2).to(tl.float32)
+    b = tl.load(B).to(tl.float32)
+    cols = tl.arange(0, BLOCK)
+    if SINGLE_PASS:
+        mask = cols < N
+        x = tl.load(X + cols, mask=mask, other=0.0).to(tl.float32)
+        x2 = x * x
+        x4 = x2 * x2
+        r1 = tl.rsqrt(tl.sum(x2, axis=0) / N + eps)
+        r2 = tl.rsqrt(tl.sum(x4, axis=0) / N + eps)
+        r3 = tl.rsqrt(tl.sum(x4 * x2, axis=0) / N + eps)
+        y = (w0 * r3) * (x2 * x) + (w1 * r2) * x2 + (w2 * r1) * x + b
+        if HAS_MUL:
+            y = y * tl.load(MUL + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(Y + cols, y.to(Y.dtype.element_ty), mask=mask)
+    else:
+        acc2 = tl.zeros([BLOCK], dtype=tl.float32)
+        acc4 = tl.zeros([BLOCK], dtype=tl.float32)
+        acc6 = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, N, BLOCK):
+            mask = start + cols < N
+            x = tl.load(X + start + cols, mask=mask, other=0.0).to(tl.float32)
+            x2 = x * x
+            x4 = x2 * x2
+            acc2 += x2
+            acc4 += x4
+            acc6 += x4 * x2
+        r1 = tl.rsqrt(tl.sum(acc2, axis=0) / N + eps)
+        r2 = tl.rsqrt(tl.sum(acc4, axis=0) / N + eps)
+        r3 = tl.rsqrt(tl.sum(acc6, axis=0) / N + eps)
+        for start in range(0, N, BLOCK):
+            mask = start + cols < N
+            x = tl.load(X + start + cols, mask=mask, other=0.0).to(tl.float32)
+            x2 = x * x
+            y = (w0 * r3) * (x2 * x) + (w1 * r2) * x2 + (w2 * r1) * x + b
+            if HAS_MUL:
+                y = y * tl.load(MUL + start + cols, mask=mask, other=0.0).to(tl.float32)
+            tl.store(Y + start + cols, y.to(Y.dtype.element_ty), mask=mask)
+    tl.store(RSTD + row * 3, r1)
+    tl.store(RSTD + row * 3 + 1, r2)
+    tl.store(RSTD + row * 3 + 2, r3)
+
+
+@triton.jit
+def _poly_norm_bwd_kernel(
+    GY, X, MUL, GX, GMUL, W, B, RSTD, PARTIALS,
+    stride_gy, stride_x, stride_mul, stride_gx, stride_gmul,
+    N,
+    HAS_MUL: tl.constexpr, BLOCK: tl.constexpr, SINGLE_PASS: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    GY += row * stride_gy
+    X += row * stride_x
+    GX += row * stride_gx
+    if HAS_MUL:
+        MUL += row * stride_mul
+        GMUL += row * stride_gmul
+    w0 = tl.load(W).to(tl.float32)
+    w1 = tl.load(W + 1).to(tl.float32)
+    w2 = tl.load(W + 2).to(tl.float32)
+    b = tl.load(B).to(tl.float32)
+    r1 = tl.load(RSTD + row * 3)
+    r2 = tl.load(RSTD + row * 3 + 1)
+    r3 = tl.load(RSTD + row * 3 + 2)
+    cols = tl.arange(0, BLOCK)
+    if SINGLE_PASS:
+        mask = cols < N
+        x = tl.load(X + cols, mask=mask, other=0.0).to(tl.float32)
+        g = tl.load(GY + cols, mask=mask, other=0.0).to(tl.float32)
+        x2 = x * x
+        n1 = r1 * x
+        n2 = r2 * x2
+        n3 = r3 * (x2 * x)
+        if HAS_MUL:
+            m = tl.load(MUL + cols, mask=mask, other=0.0).to(tl.float32)
+            p = w0 * n3 + w1 * n2 + w2 * n1 + b
+            tl.store(GMUL + cols, (g * p).to(GMUL.dtype.element_ty), mask=mask)
+            g = g * m
+        c1 = tl.sum(g * n1, axis=0)
+        c2 = tl.sum(g * n2, axis=0)
+        c3 = tl.sum(g * n3, axis=0)
+        cb = tl.sum(g, axis=0)
+        gx = ((3.0 * w0 * r3) * x2) * (g - n3 * (c3 / N)) \
+            + ((2.0 * w1 * r2) * x) * (g - n2 * (c2 / N)) \
+            + (w2 * r1) * (g - n1 * (c1 / N))
+        tl.store(GX + cols, gx.to(GX.dtype.element_ty), mask=mask)
+    else:
+        acc1 = tl.zeros([BLOCK], dtype=tl.float32)
+        acc2 = tl.zeros([BLOCK], dtype=tl.float32)
+        acc3 = tl.zeros([BLOCK], dtype=tl.float32)
+        accb = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, N, BLOCK):
+            mask = start + cols < N
+            x = tl.load(X + start + cols, mask=mask, other=0.0).to(tl.float32)
+            g = tl.load(GY + start + cols, mask=mask, other=0.0).to(tl.float32)
+            if HAS_MUL:
+                g = g * tl.load(MUL + start + cols, mask=mask, other=0.0).to(tl.float32)
+            x2 = x * x
+            acc1 += g * (r1 * x)
+            acc2 += g * (r2 * x2)
+            acc3 += g * (r3 * (x2 * x))
+            accb += g
+        c1 = tl.sum(acc1, axis=0)
+        c2 = tl.sum(acc2, axis=0)
+        c3 = tl.sum(acc3, axis=0)
+        cb = tl.sum(accb, axis=0)
+        for start in range(0, N, BLOCK):
+            mask = start + cols < N
+            x = tl.load(X + start + cols, mask=mask, other=0.0).to(tl.float32)
+            g = tl.load(GY + start + cols, mask=mask, other=0.0).to(tl.float32)
+            x2 = x * x
+            n1 = r1 * x
+            n2 = r2 * x2
+            n3 = r3 * (x2 * x)
+            if HAS_MUL:
+                m = tl.load(MUL + start + cols, mask=mask, other=0.0).to(tl.float32)
+                p = w0 * n3 + w1 * n2 + w2 * n1 + b
+                tl.store(GMUL + start + cols, (g * p).to(GMUL.dtype.element_ty), mask=mask)
+                g = g * m
+            gx = ((3.0 * w0 * r3) * x2) * (g - n3 * (c3 / N)) \
+                + ((2.0 * w1 * r2) * x) * (g - n2 * (c2 / N)) \
+                + (w2 * r1) * (g - n1 * (c1 / N))
+            tl.store(GX + start + cols, gx.to(GX.dtype.element_ty), mask=mask)
+    tl.store(PARTIALS + row * 4, c3)
+    tl.store(PARTIALS + row * 4 + 1, c2)
+    tl.store(PARTIALS + row * 4 + 2, c1)
+    tl.store(PARTIALS + row * 4 + 3, cb)
