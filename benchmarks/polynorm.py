@@ -22,10 +22,12 @@ import time
 
 import torch
 import triton
+import triton.language as tl
 import triton.testing
 
 from motif_titan.kernels import poly_norm, poly_norm_mul, poly_norm_mul_reference, poly_norm_reference
 from motif_titan.kernels import polynorm_triton
+from motif_titan.kernels.polynorm import poly_norm_bwd, poly_norm_fwd, poly_norm_mul_bwd, poly_norm_mul_fwd
 
 EPS = 1e-6
 OPS = ("poly_norm", "poly_norm_mul")
@@ -37,11 +39,25 @@ def bench(fn) -> float:
     return triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median")
 
 
-def copy_bandwidth(nbytes: int = 1 << 30) -> float:
+@triton.jit
+def _copy_kernel(SRC, DST, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    tl.store(DST + offs, tl.load(SRC + offs, mask=mask), mask=mask)
+
+
+def copy_bandwidth(nbytes: int = 1 << 30) -> dict[str, float]:
+    """Device-to-device copy of ``nbytes`` (read + write counted): torch's copy_ and a plain Triton copy kernel.
+    The faster one is the baseline the kernels are held to."""
     src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device="cuda").normal_()
     dst = torch.empty_like(src)
-    ms = bench(lambda: dst.copy_(src))
-    return 2 * nbytes / (ms * 1e-3)
+    out = {"torch_copy": 2 * nbytes / (bench(lambda: dst.copy_(src)) * 1e-3)}
+    for block in (1024, 4096):
+        grid = (triton.cdiv(src.numel(), block),)
+        ms = bench(lambda: _copy_kernel[grid](src, dst, src.numel(), BLOCK=block, num_warps=4))
+        out[f"triton_copy_block{block}"] = 2 * nbytes / (ms * 1e-3)
+    assert torch.equal(dst, src)
+    return out
 
 
 def make_fn(op: str, impl: str, compiled: dict):
@@ -110,16 +126,35 @@ def check_against_float64(rows, hidden, dtype):
     return report
 
 
-def sweep_warps(rows, hidden, dtype):
-    """Forward and backward kernel time for each num_warps (the launch heuristic is chosen from this)."""
-    original = polynorm_triton.launch_config
+def kernel_times(rows, hidden, dtype):
+    """Kernel-only times (ms) of the four custom ops, no autograd: {op: (fwd, bwd)}."""
+    x = torch.randn(rows, hidden, device="cuda", dtype=dtype)
+    m = torch.randn_like(x)
+    gy = torch.randn_like(x)
+    w = torch.tensor([0.6, 0.3, 0.9], device="cuda")
+    b = torch.tensor([0.1], device="cuda")
+    _, rstd = poly_norm_fwd(x, w, b, EPS)
+    return {
+        "poly_norm": (bench(lambda: poly_norm_fwd(x, w, b, EPS)), bench(lambda: poly_norm_bwd(gy, x, w, b, rstd))),
+        "poly_norm_mul": (bench(lambda: poly_norm_mul_fwd(x, m, w, b, EPS)),
+                          bench(lambda: poly_norm_mul_bwd(gy, x, m, w, b, rstd))),
+    }
+
+
+def sweep_launch_configs(rows, hidden, dtype):
+    """Kernel times of launch configurations (the launch heuristics in polynorm_triton are chosen from this):
+    single-pass with several num_warps, and the chunked two-pass path with several chunk lengths and warps."""
+    saved = polynorm_triton.fwd_launch_config, polynorm_triton.bwd_launch_config
+    block = triton.next_power_of_2(hidden)
+    configs = [(block, True, w, 0) for w in (2, 4, 8, 16)]
+    configs += [(chunk, False, w, per_sm) for chunk in (2048, 4096) for w in (4, 8) for per_sm in (0, 2, 3, 4, 6)]
     out = {}
-    for warps in (4, 8, 16, 32):
-        polynorm_triton.launch_config = lambda n, warps=warps: (*original(n)[:2], warps)
+    for config in configs:
+        polynorm_triton.fwd_launch_config = polynorm_triton.bwd_launch_config = lambda n, mul, c=config: c
         try:
-            out[warps] = {op: time_one(op, "triton", rows, hidden, dtype, {}) for op in OPS}
+            out[str(config)] = kernel_times(rows, hidden, dtype)
         finally:
-            polynorm_triton.launch_config = original
+            polynorm_triton.fwd_launch_config, polynorm_triton.bwd_launch_config = saved
     return out
 
 
@@ -134,7 +169,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
-    parser.add_argument("--sweep-warps", action="store_true", help="also time num_warps 4/8/16/32")
+    parser.add_argument("--sweep", action="store_true",
+                        help="only time launch configurations per hidden size (2 x 4096 rows) and exit")
     parser.add_argument("--out", default="polynorm_results.json")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -142,12 +178,28 @@ def main(argv=None):
     dtype = getattr(torch, args.dtype)
     elem = torch.empty((), dtype=dtype).element_size()
     device = torch.cuda.get_device_name()
-    copy_bw = copy_bandwidth()
+    copies = copy_bandwidth()
+    copy_bw = max(copies.values())
     print(f"device: {device}; torch {torch.__version__}; triton {triton.__version__}; dtype {args.dtype}")
-    print(f"device-to-device copy (1 GiB, read+write counted): {copy_bw / 1e12:.3f} TB/s")
-
+    print("device-to-device copy of 1 GiB, read+write counted (TB/s):",
+          {k: round(v / 1e12, 3) for k, v in copies.items()})
     results = {"device": device, "torch": torch.__version__, "triton": triton.__version__, "dtype": args.dtype,
-               "copy_bandwidth_Bps": copy_bw, "command": " ".join(sys.argv), "checks": {}, "rows": []}
+               "copy_bandwidth_Bps": copy_bw, "copies_Bps": copies, "command": " ".join(sys.argv), "checks": {},
+               "rows": []}
+    if args.sweep:
+        results["sweep"] = {}
+        for hidden in args.hidden:
+            sweep = sweep_launch_configs(2 * 4096, hidden, dtype)
+            results["sweep"][hidden] = sweep
+            for op in OPS:
+                for d, idx in (("fwd", 0), ("bwd", 1)):
+                    ranked = sorted(sweep, key=lambda c: sweep[c][op][idx])
+                    floor = min_bytes(op, d, 2 * 4096 * hidden, elem) / copy_bw * 1e3
+                    print(f"hidden {hidden} {op} {d}: best " + ", ".join(
+                        f"{c} {sweep[c][op][idx]:.3f} ms" for c in ranked[:3]) + f"; copy-speed floor {floor:.3f} ms")
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+        return
     for hidden in args.hidden:
         results["checks"][f"hidden {hidden}, 2 x 1024 rows"] = check_against_float64(2048, hidden, dtype)
     results["checks"]["hidden 5000 (not a power of two), 333 rows"] = check_against_float64(333, 5000, dtype)
@@ -193,9 +245,13 @@ def main(argv=None):
             cells.append("-" if v is None else (f"{v[0]:.3f} / {v[1]:.3f}" if isinstance(v, tuple) else f"{v:.2f}x"))
         print(f"| {line['op']} | " + " | ".join(cells) + " |")
 
-    if args.sweep_warps:
-        results["warps"] = {h: sweep_warps(2 * 4096, h, dtype) for h in args.hidden}
-        print("num_warps sweep (fwd ms, bwd ms) at 2 x 4096 rows:", json.dumps(results["warps"]))
+    kernel_only = {h: kernel_times(2 * 4096, h, dtype) for h in args.hidden}
+    results["kernel_only_ms_2x4096"] = kernel_only
+    for h, times in kernel_only.items():
+        for op, (f, bw) in times.items():
+            print(f"kernel only, hidden {h}, 2 x 4096 rows, {op}: fwd {f:.3f} ms "
+                  f"({min_bytes(op, 'fwd', 8192 * h, elem) / f / 1e9 / copy_bw * 1e12:.3f} of copy), bwd {bw:.3f} ms "
+                  f"({min_bytes(op, 'bwd', 8192 * h, elem) / bw / 1e9 / copy_bw * 1e12:.3f} of copy)")
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
 

@@ -53,6 +53,14 @@ def _check(x: Tensor, mul: Tensor | None, weight: Tensor, bias: Tensor) -> None:
         raise ValueError(f"x needs a non-empty last dim, got shape {tuple(x.shape)}")
 
 
+def _grid(rows: int, programs_per_sm: int, device: torch.device) -> tuple[int]:
+    """One program per row, or at most ``programs_per_sm`` per SM (a CPU counts as one), each looping over rows."""
+    if not programs_per_sm:
+        return (rows,)
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    return (min(rows, programs_per_sm * sms),)
+
+
 def _rows(t: Tensor) -> Tensor:
     """(rows, N) view with a contiguous last dim."""
     t = t.reshape(-1, t.shape[-1])
@@ -66,19 +74,20 @@ def _forward(x: Tensor, mul: Tensor | None, weight: Tensor, bias: Tensor, eps: f
     rows, n = x2d.shape
     y = torch.empty_like(x2d)
     rstd = torch.empty(rows, 3, dtype=torch.float32, device=x.device)
-    block, single, num_warps = polynorm_triton.launch_config(n)
+    block, single, num_warps, per_sm = polynorm_triton.fwd_launch_config(n, mul is not None)
     if rows:
-        _poly_norm_fwd_kernel[(rows,)](
+        _poly_norm_fwd_kernel[_grid(rows, per_sm, x.device)](
             x2d, mul2d if mul2d is not None else x2d, y, weight, bias, rstd,
             x2d.stride(0), mul2d.stride(0) if mul2d is not None else 0, y.stride(0),
-            n, eps,
+            rows, n, eps,
             HAS_MUL=mul is not None, BLOCK=block, SINGLE_PASS=single, num_warps=num_warps,
         )
     return y.view(shape), rstd.view(*shape[:-1], 3)
 
 
 def _backward(grad_y: Tensor, x: Tensor, mul: Tensor | None, weight: Tensor, bias: Tensor,
-              rstd: Tensor) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+              rstd: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+    """(grad_x, grad_mul, grad_weight_and_bias): the last is fp32 (dw0, dw1, dw2, db)."""
     shape = x.shape
     x2d, gy2d = _rows(x), _rows(grad_y)
     mul2d = _rows(mul) if mul is not None else None
@@ -86,20 +95,18 @@ def _backward(grad_y: Tensor, x: Tensor, mul: Tensor | None, weight: Tensor, bia
     grad_x = torch.empty_like(x2d)
     grad_mul = torch.empty_like(mul2d) if mul2d is not None else None
     partials = torch.empty(rows, 4, dtype=torch.float32, device=x.device)
-    block, single, num_warps = polynorm_triton.launch_config(n)
+    block, single, num_warps, per_sm = polynorm_triton.bwd_launch_config(n, mul is not None)
     if rows:
-        _poly_norm_bwd_kernel[(rows,)](
+        _poly_norm_bwd_kernel[_grid(rows, per_sm, x.device)](
             gy2d, x2d, mul2d if mul2d is not None else x2d, grad_x,
             grad_mul if grad_mul is not None else grad_x, weight, bias, rstd.reshape(rows, 3), partials,
             gy2d.stride(0), x2d.stride(0), mul2d.stride(0) if mul2d is not None else 0, grad_x.stride(0),
             grad_mul.stride(0) if grad_mul is not None else 0,
-            n,
+            rows, n,
             HAS_MUL=mul is not None, BLOCK=block, SINGLE_PASS=single, num_warps=num_warps,
         )
-    # fixed-order reductions over rows: deterministic (two separate results: custom ops may not return aliases)
-    grad_weight = partials[:, :3].sum(dim=0).to(weight.dtype)
-    grad_bias = partials[:, 3:].sum(dim=0).to(bias.dtype)
-    return grad_x.view(shape), grad_mul.view(shape) if grad_mul is not None else None, grad_weight, grad_bias
+    # one fixed-order reduction over rows: deterministic
+    return grad_x.view(shape), grad_mul.view(shape) if grad_mul is not None else None, partials.sum(dim=0)
 
 
 # ---- custom ops --------------------------------------------------------------------------------------------
@@ -111,10 +118,10 @@ def poly_norm_fwd(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> tuple[
 
 
 @torch.library.custom_op("motif_titan::poly_norm_bwd", mutates_args=())
-def poly_norm_bwd(grad_y: Tensor, x: Tensor, weight: Tensor, bias: Tensor,
-                  rstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    grad_x, _, grad_weight, grad_bias = _backward(grad_y, x, None, weight, bias, rstd)
-    return grad_x, grad_weight, grad_bias
+def poly_norm_bwd(grad_y: Tensor, x: Tensor, weight: Tensor, bias: Tensor, rstd: Tensor) -> tuple[Tensor, Tensor]:
+    """PolyNorm backward: (grad_x, grad_weight_and_bias) with the last an fp32 (4,) tensor (dw0, dw1, dw2, db)."""
+    grad_x, _, grad_weight_and_bias = _backward(grad_y, x, None, weight, bias, rstd)
+    return grad_x, grad_weight_and_bias
 
 
 @torch.library.custom_op("motif_titan::poly_norm_mul_fwd", mutates_args=())
@@ -125,7 +132,8 @@ def poly_norm_mul_fwd(x: Tensor, mul: Tensor, weight: Tensor, bias: Tensor, eps:
 
 @torch.library.custom_op("motif_titan::poly_norm_mul_bwd", mutates_args=())
 def poly_norm_mul_bwd(grad_y: Tensor, x: Tensor, mul: Tensor, weight: Tensor, bias: Tensor,
-                      rstd: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                      rstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """PolyNorm(x) * mul backward: (grad_x, grad_mul, grad_weight_and_bias)."""
     return _backward(grad_y, x, mul, weight, bias, rstd)
 
 
@@ -138,9 +146,13 @@ def _(x, weight, bias, eps):
     return torch.empty_like(x), _rstd_like(x)
 
 
+def _weight_and_bias_grad_like(x: Tensor) -> Tensor:
+    return x.new_empty(4, dtype=torch.float32)
+
+
 @poly_norm_bwd.register_fake
 def _(grad_y, x, weight, bias, rstd):
-    return torch.empty_like(x), torch.empty_like(weight), torch.empty_like(bias)
+    return torch.empty_like(x), _weight_and_bias_grad_like(x)
 
 
 @poly_norm_mul_fwd.register_fake
@@ -150,7 +162,7 @@ def _(x, mul, weight, bias, eps):
 
 @poly_norm_mul_bwd.register_fake
 def _(grad_y, x, mul, weight, bias, rstd):
-    return torch.empty_like(x), torch.empty_like(mul), torch.empty_like(weight), torch.empty_like(bias)
+    return torch.empty_like(x), torch.empty_like(mul), _weight_and_bias_grad_like(x)
 
 
 def _setup_poly_norm(ctx, inputs, output):
@@ -158,10 +170,14 @@ def _setup_poly_norm(ctx, inputs, output):
     ctx.save_for_backward(x, weight, bias, output[1])
 
 
+def _split_weight_and_bias_grad(grad_wb: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    return grad_wb[:3].to(weight.dtype), grad_wb[3:].to(bias.dtype)
+
+
 def _poly_norm_grad(ctx, grad_y, _grad_rstd):
     x, weight, bias, rstd = ctx.saved_tensors
-    grad_x, grad_weight, grad_bias = poly_norm_bwd(grad_y.contiguous(), x, weight, bias, rstd)
-    return grad_x, grad_weight, grad_bias, None
+    grad_x, grad_wb = poly_norm_bwd(grad_y.contiguous(), x, weight, bias, rstd)
+    return grad_x, *_split_weight_and_bias_grad(grad_wb, weight, bias), None
 
 
 def _setup_poly_norm_mul(ctx, inputs, output):
@@ -171,8 +187,8 @@ def _setup_poly_norm_mul(ctx, inputs, output):
 
 def _poly_norm_mul_grad(ctx, grad_y, _grad_rstd):
     x, mul, weight, bias, rstd = ctx.saved_tensors
-    grad_x, grad_mul, grad_weight, grad_bias = poly_norm_mul_bwd(grad_y.contiguous(), x, mul, weight, bias, rstd)
-    return grad_x, grad_mul, grad_weight, grad_bias, None
+    grad_x, grad_mul, grad_wb = poly_norm_mul_bwd(grad_y.contiguous(), x, mul, weight, bias, rstd)
+    return grad_x, grad_mul, *_split_weight_and_bias_grad(grad_wb, weight, bias), None
 
 
 poly_norm_fwd.register_autograd(_poly_norm_grad, setup_context=_setup_poly_norm)

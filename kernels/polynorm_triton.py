@@ -12,48 +12,68 @@ Backward, with g = dL/dy (times ``mul`` for the product) and n_k = r_k * x^k:
 The weight and bias gradients are sums over rows of (c3, c2, c1, sum(g)): every program writes its row's four
 partial sums and ``torch.sum`` adds them in a fixed order, so they are deterministic without atomics.
 
-Rows up to ``MAX_FUSED_ROW`` elements are held in registers (one load per element); longer rows are processed in
-chunks with a second pass over the row (the re-read mostly hits L2). Under tensor parallelism the row sums s_k and
-c_k are the quantities to all-reduce across the TP group: both passes are written around them.
+Short rows are held in registers (one load per element, SINGLE_PASS); longer rows are processed in chunks with a
+second pass over the row, whose re-read is meant to hit L2 (first-pass loads are marked evict_last, second-pass
+loads evict_first). The backward holds more live values per element than the forward, so it switches to the
+chunked path at shorter rows. Under tensor parallelism the row sums s_k and c_k are the quantities to all-reduce
+across the TP group: both passes are written around them.
 """
 
 import triton
 import triton.language as tl
 
-# Rows up to this length stay in registers; longer rows loop over chunks of CHUNK elements.
-MAX_FUSED_ROW = 32768
-CHUNK = 4096
+# Launch choices, measured on an H100 with `benchmarks/polynorm.py --sweep` (2 x 4096 rows, bf16; the table is in
+# benchmarks/RESULTS.md): single-pass up to 8K elements forward and 4K backward, chunked two-pass beyond.
+FWD_MAX_FUSED_ROW = 8192
+BWD_MAX_FUSED_ROW = 4096
+ELEMENTS_PER_WARP = {"fwd": 2048, "bwd": 512}  # single-pass: one warp per this many row elements (1..32 warps)
+CHUNK = {("fwd", False): 4096, ("fwd", True): 4096, ("bwd", False): 2048, ("bwd", True): 4096}
+CHUNKED_WARPS = 8
+# Chunked path: at most this many programs per SM, each looping over rows, so the rows in flight fit in L2 for
+# the second pass (0 = one program per row).
+CHUNKED_PROGRAMS_PER_SM = 0
 
 
-def launch_config(n: int) -> tuple[int, bool, int]:
-    """(BLOCK, SINGLE_PASS, num_warps) for rows of ``n`` elements."""
-    if n <= MAX_FUSED_ROW:
+def _config(n: int, direction: str, has_mul: bool) -> tuple[int, bool, int, int]:
+    max_fused = FWD_MAX_FUSED_ROW if direction == "fwd" else BWD_MAX_FUSED_ROW
+    if n <= max_fused:
         block = triton.next_power_of_2(n)
-        single = True
-    else:
-        block, single = CHUNK, False
-    # about 16 fp32 elements per thread in the single-pass kernels keeps them spill-free
-    num_warps = max(1, min(32, block // 512))
-    return block, single, num_warps
+        return block, True, max(1, min(32, block // ELEMENTS_PER_WARP[direction])), 0
+    return CHUNK[(direction, has_mul)], False, CHUNKED_WARPS, CHUNKED_PROGRAMS_PER_SM
+
+
+def fwd_launch_config(n: int, has_mul: bool) -> tuple[int, bool, int, int]:
+    """(BLOCK, SINGLE_PASS, num_warps, programs_per_sm) of the forward kernel for rows of ``n`` elements."""
+    return _config(n, "fwd", has_mul)
+
+
+def bwd_launch_config(n: int, has_mul: bool) -> tuple[int, bool, int, int]:
+    """(BLOCK, SINGLE_PASS, num_warps, programs_per_sm) of the backward kernel for rows of ``n`` elements."""
+    return _config(n, "bwd", has_mul)
 
 
 @triton.jit
 def _poly_norm_fwd_kernel(
     X, MUL, Y, W, B, RSTD,
     stride_x, stride_mul, stride_y,
-    N, eps,
+    n_rows, N, eps,
     HAS_MUL: tl.constexpr, BLOCK: tl.constexpr, SINGLE_PASS: tl.constexpr,
 ):
-    row = tl.program_id(0).to(tl.int64)
-    X += row * stride_x
-    Y += row * stride_y
-    if HAS_MUL:
-        MUL += row * stride_mul
     w0 = tl.load(W).to(tl.float32)
     w1 = tl.load(W + 1).to(tl.float32)
     w2 = tl.load(W + 2).to(tl.float32)
     b = tl.load(B).to(tl.float32)
     cols = tl.arange(0, BLOCK)
+    # a program handles rows pid, pid + programs, ...: a grid smaller than the row count bounds the rows in flight
+    for row in range(tl.program_id(0), n_rows, tl.num_programs(0)):
+        r = tl.cast(row, tl.int64)
+        _poly_norm_fwd_row(X + r * stride_x, MUL + r * stride_mul, Y + r * stride_y, RSTD + r * 3,
+                           w0, w1, w2, b, cols, N, eps, HAS_MUL, BLOCK, SINGLE_PASS)
+
+
+@triton.jit
+def _poly_norm_fwd_row(X, MUL, Y, RSTD, w0, w1, w2, b, cols, N, eps,
+                       HAS_MUL: tl.constexpr, BLOCK: tl.constexpr, SINGLE_PASS: tl.constexpr):
     if SINGLE_PASS:
         mask = cols < N
         x = tl.load(X + cols, mask=mask, other=0.0).to(tl.float32)
@@ -72,7 +92,7 @@ def _poly_norm_fwd_kernel(
         acc6 = tl.zeros([BLOCK], dtype=tl.float32)
         for start in range(0, N, BLOCK):
             mask = start + cols < N
-            x = tl.load(X + start + cols, mask=mask, other=0.0).to(tl.float32)
+            x = tl.load(X + start + cols, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
             x2 = x * x
             x4 = x2 * x2
             acc2 += x2
@@ -83,39 +103,43 @@ def _poly_norm_fwd_kernel(
         r3 = tl.rsqrt(tl.sum(acc6, axis=0) / N + eps)
         for start in range(0, N, BLOCK):
             mask = start + cols < N
-            x = tl.load(X + start + cols, mask=mask, other=0.0).to(tl.float32)
+            x = tl.load(X + start + cols, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
             x2 = x * x
             y = (w0 * r3) * (x2 * x) + (w1 * r2) * x2 + (w2 * r1) * x + b
             if HAS_MUL:
-                y = y * tl.load(MUL + start + cols, mask=mask, other=0.0).to(tl.float32)
+                y = y * tl.load(MUL + start + cols, mask=mask, other=0.0,
+                                eviction_policy="evict_first").to(tl.float32)
             tl.store(Y + start + cols, y.to(Y.dtype.element_ty), mask=mask)
-    tl.store(RSTD + row * 3, r1)
-    tl.store(RSTD + row * 3 + 1, r2)
-    tl.store(RSTD + row * 3 + 2, r3)
+    tl.store(RSTD, r1)
+    tl.store(RSTD + 1, r2)
+    tl.store(RSTD + 2, r3)
 
 
 @triton.jit
 def _poly_norm_bwd_kernel(
     GY, X, MUL, GX, GMUL, W, B, RSTD, PARTIALS,
     stride_gy, stride_x, stride_mul, stride_gx, stride_gmul,
-    N,
+    n_rows, N,
     HAS_MUL: tl.constexpr, BLOCK: tl.constexpr, SINGLE_PASS: tl.constexpr,
 ):
-    row = tl.program_id(0).to(tl.int64)
-    GY += row * stride_gy
-    X += row * stride_x
-    GX += row * stride_gx
-    if HAS_MUL:
-        MUL += row * stride_mul
-        GMUL += row * stride_gmul
     w0 = tl.load(W).to(tl.float32)
     w1 = tl.load(W + 1).to(tl.float32)
     w2 = tl.load(W + 2).to(tl.float32)
     b = tl.load(B).to(tl.float32)
-    r1 = tl.load(RSTD + row * 3)
-    r2 = tl.load(RSTD + row * 3 + 1)
-    r3 = tl.load(RSTD + row * 3 + 2)
     cols = tl.arange(0, BLOCK)
+    for row in range(tl.program_id(0), n_rows, tl.num_programs(0)):
+        r = tl.cast(row, tl.int64)
+        _poly_norm_bwd_row(GY + r * stride_gy, X + r * stride_x, MUL + r * stride_mul, GX + r * stride_gx,
+                           GMUL + r * stride_gmul, RSTD + r * 3, PARTIALS + r * 4,
+                           w0, w1, w2, b, cols, N, HAS_MUL, BLOCK, SINGLE_PASS)
+
+
+@triton.jit
+def _poly_norm_bwd_row(GY, X, MUL, GX, GMUL, RSTD, PARTIALS, w0, w1, w2, b, cols, N,
+                       HAS_MUL: tl.constexpr, BLOCK: tl.constexpr, SINGLE_PASS: tl.constexpr):
+    r1 = tl.load(RSTD)
+    r2 = tl.load(RSTD + 1)
+    r3 = tl.load(RSTD + 2)
     if SINGLE_PASS:
         mask = cols < N
         x = tl.load(X + cols, mask=mask, other=0.0).to(tl.float32)
@@ -144,10 +168,11 @@ def _poly_norm_bwd_kernel(
         accb = tl.zeros([BLOCK], dtype=tl.float32)
         for start in range(0, N, BLOCK):
             mask = start + cols < N
-            x = tl.load(X + start + cols, mask=mask, other=0.0).to(tl.float32)
-            g = tl.load(GY + start + cols, mask=mask, other=0.0).to(tl.float32)
+            x = tl.load(X + start + cols, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
+            g = tl.load(GY + start + cols, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
             if HAS_MUL:
-                g = g * tl.load(MUL + start + cols, mask=mask, other=0.0).to(tl.float32)
+                g = g * tl.load(MUL + start + cols, mask=mask, other=0.0,
+                                eviction_policy="evict_last").to(tl.float32)
             x2 = x * x
             acc1 += g * (r1 * x)
             acc2 += g * (r2 * x2)
@@ -159,14 +184,14 @@ def _poly_norm_bwd_kernel(
         cb = tl.sum(accb, axis=0)
         for start in range(0, N, BLOCK):
             mask = start + cols < N
-            x = tl.load(X + start + cols, mask=mask, other=0.0).to(tl.float32)
-            g = tl.load(GY + start + cols, mask=mask, other=0.0).to(tl.float32)
+            x = tl.load(X + start + cols, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+            g = tl.load(GY + start + cols, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
             x2 = x * x
             n1 = r1 * x
             n2 = r2 * x2
             n3 = r3 * (x2 * x)
             if HAS_MUL:
-                m = tl.load(MUL + start + cols, mask=mask, other=0.0).to(tl.float32)
+                m = tl.load(MUL + start + cols, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
                 p = w0 * n3 + w1 * n2 + w2 * n1 + b
                 tl.store(GMUL + start + cols, (g * p).to(GMUL.dtype.element_ty), mask=mask)
                 g = g * m
@@ -174,7 +199,7 @@ def _poly_norm_bwd_kernel(
                 + ((2.0 * w1 * r2) * x) * (g - n2 * (c2 / N)) \
                 + (w2 * r1) * (g - n1 * (c1 / N))
             tl.store(GX + start + cols, gx.to(GX.dtype.element_ty), mask=mask)
-    tl.store(PARTIALS + row * 4, c3)
-    tl.store(PARTIALS + row * 4 + 1, c2)
-    tl.store(PARTIALS + row * 4 + 2, c1)
-    tl.store(PARTIALS + row * 4 + 3, cb)
+    tl.store(PARTIALS, c3)
+    tl.store(PARTIALS + 1, c2)
+    tl.store(PARTIALS + 2, c1)
+    tl.store(PARTIALS + 3, cb)

@@ -66,11 +66,17 @@ def test_kernel_values_and_grads_match_float64(shape, dtype, with_mul):
 
 
 @pytest.mark.parametrize("with_mul", [False, True], ids=["poly_norm", "poly_norm_mul"])
-def test_chunked_long_row_path_matches_float64(monkeypatch, with_mul):
-    """Rows longer than MAX_FUSED_ROW loop over chunks (two passes); shrink the limits to run that path here."""
-    monkeypatch.setattr(polynorm_triton, "MAX_FUSED_ROW", 64)
-    monkeypatch.setattr(polynorm_triton, "CHUNK", 32)
-    assert polynorm_triton.launch_config(100) == (32, False, 1)
+@pytest.mark.parametrize("programs_per_sm", [0, 2])
+def test_chunked_long_row_path_matches_float64(monkeypatch, with_mul, programs_per_sm):
+    """Long rows loop over chunks (two passes); shrink the limits to run that path here. With programs_per_sm
+    the grid is smaller than the row count and programs loop over rows (on CPU: 2 programs for 3 rows)."""
+    monkeypatch.setattr(polynorm_triton, "CHUNKED_PROGRAMS_PER_SM", programs_per_sm)
+    monkeypatch.setattr(polynorm_triton, "FWD_MAX_FUSED_ROW", 64)
+    monkeypatch.setattr(polynorm_triton, "BWD_MAX_FUSED_ROW", 64)
+    monkeypatch.setattr(polynorm_triton, "CHUNK", {key: 32 for key in polynorm_triton.CHUNK})
+    chunked = (32, False, polynorm_triton.CHUNKED_WARPS, programs_per_sm)
+    assert polynorm_triton.fwd_launch_config(100, with_mul) == polynorm_triton.bwd_launch_config(100, with_mul)
+    assert polynorm_triton.fwd_launch_config(100, with_mul) == chunked
     x, mul, w, b, grad_y = _inputs((3, 100), torch.float32, seed=11)
     mul = mul if with_mul else None
     y, grads = _kernel_grads(x, mul, w, b, grad_y)
