@@ -1,0 +1,198 @@
+"""Muon for TorchTitan: one ``torch.optim.Optimizer`` holding Muon groups (2-D block matrices) and AdamW groups
+(everything else), with three ways to place Newton-Schulz on sharded (DTensor) matrices.
+
+- ``mode="single"``: every matrix is local (plain tensors or fully replicated DTensors); torch.optim.Muon's numerics.
+- ``mode="distributed"``: the all-gather baseline of Liu et al.: every rank of a matrix's shard group receives every
+  block, runs Newton-Schulz on the full matrix, keeps its own block.
+- ``mode="parallel"``: the report's Algorithm 1: matrices get owners (``assignment``), blocks travel to the owner by
+  all-to-all, the owner runs Newton-Schulz, the result travels back by all-to-all, every rank updates its block.
+  With ``pipeline`` the matrices are processed in chunks of ``chunk_size``: the next chunk's gather and the previous
+  chunk's scatter run while the current chunk's Newton-Schulz computes, and full matrices are freed chunk by chunk.
+
+The math (momentum, Newton-Schulz, lr rule, decoupled decay) lives in ``update_rule`` and ``newton_schulz``; the
+block movement in ``exchange``; this class only orchestrates. AdamW groups are stepped by an inner
+``torch.optim.AdamW`` that shares this optimizer's group dicts and state, so LR schedulers and DCP see one optimizer.
+"""
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.distributed.tensor import DTensor
+from torch.optim import Optimizer
+
+from .assignment import ASSIGNMENTS, assign_owners
+from .exchange import block_of, gather_full, scatter_blocks
+from .newton_schulz import EPS, iteration_coefficients, newton_schulz_flops, zeropower_via_newton_schulz
+from .shard_layout import ShardLayout, shard_layout
+from .update_rule import ADJUST_LR_RULES, adjusted_lr, apply_update, momentum_update
+
+MODES = ("single", "distributed", "parallel")
+
+
+def _local(t: Tensor) -> Tensor:
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+class Muon(Optimizer):
+    """Muon + AdamW in one optimizer.
+
+    ``muon_params``: 2-D matrices (plain tensors or DTensors with Shard/Replicate placements).
+    ``adamw_params``: everything else (embeddings, head, norms, lambda vectors, PolyNorm), AdamW with
+    ``lr * adamw_lr_ratio``.
+    """
+
+    def __init__(
+        self,
+        muon_params: list[Tensor],
+        adamw_params: list[Tensor],
+        *,
+        lr: float = 1e-3,
+        weight_decay: float = 0.1,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        ns_coefficients: str = "keller",
+        adjust_lr: str = "match_rms_adamw",
+        eps: float = EPS,
+        adamw_betas: tuple[float, float] = (0.9, 0.95),
+        adamw_eps: float = 1e-8,
+        adamw_lr_ratio: float = 1.0,
+        mode: str = "parallel",
+        assignment: str = "flops_round_robin",
+        chunk_size: int = 32,
+        pipeline: bool = True,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"Muon mode = {mode!r}; allowed: {MODES}")
+        if assignment not in ASSIGNMENTS:
+            raise ValueError(f"optimizer.assignment = {assignment!r}; allowed: {ASSIGNMENTS}")
+        if adjust_lr not in ADJUST_LR_RULES:
+            raise ValueError(f"optimizer.adjust_lr = {adjust_lr!r}; allowed: {ADJUST_LR_RULES}")
+        if chunk_size < 1:
+            raise ValueError(f"optimizer.chunk_size = {chunk_size}; must be >= 1")
+        for p in muon_params:
+            if p.ndim != 2:
+                raise ValueError(f"Muon takes 2-D matrices only; got a parameter of shape {tuple(p.shape)}")
+        self.mode, self.assignment, self.chunk_size, self.pipeline = mode, assignment, chunk_size, pipeline
+        self.coefficients = iteration_coefficients(ns_coefficients, ns_steps)
+
+        adamw_groups = [{"params": list(adamw_params), "use_muon": False, "lr": lr * adamw_lr_ratio,
+                         "lr_ratio": adamw_lr_ratio}] if adamw_params else []
+        self._adamw = torch.optim.AdamW(adamw_groups, lr=lr * adamw_lr_ratio, betas=adamw_betas, eps=adamw_eps,
+                                        weight_decay=weight_decay) if adamw_groups else None
+        muon_groups = [{"params": list(muon_params), "use_muon": True, "lr_ratio": 1.0}] if muon_params else []
+        defaults = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "nesterov": nesterov,
+                    "adjust_lr": adjust_lr, "eps": eps}
+        super().__init__(muon_groups + adamw_groups, defaults)
+        self._link_adamw()
+
+    def _link_adamw(self) -> None:
+        """Point the inner AdamW at this optimizer's AdamW group dicts and state (after init and after a load)."""
+        if self._adamw is not None:
+            self._adamw.param_groups = [g for g in self.param_groups if not g["use_muon"]]
+            self._adamw.state = self.state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._link_adamw()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if group["use_muon"]:
+                self._muon_group_step(group)
+        if self._adamw is not None:
+            self._adamw.step()
+        return loss
+
+    # ---- Muon ------------------------------------------------------------------------------------------------
+
+    def _muon_group_step(self, group: dict) -> None:
+        params = [p for p in group["params"] if p.grad is not None]
+        updates = []
+        for p in params:
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p.grad)
+            updates.append(momentum_update(state["momentum_buffer"], p.grad, group["momentum"], group["nesterov"]))
+
+        # matrices grouped by the process group that shards them (None: local)
+        buckets: dict[Any, list[int]] = defaultdict(list)
+        layouts = [shard_layout(u) for u in updates]
+        for i, layout in enumerate(layouts):
+            buckets[layout.group].append(i)
+        for process_group, indices in buckets.items():
+            if process_group is None or self.mode == "single" and dist.get_world_size(process_group) == 1:
+                for i in indices:
+                    self._apply(group, params[i], zeropower_via_newton_schulz(
+                        _local(updates[i]), self.coefficients, group["eps"]))
+                continue
+            if self.mode == "single":
+                raise ValueError(
+                    "optimizer.name = 'Muon' runs Newton-Schulz on whole local matrices, but parameters are sharded "
+                    f"over {dist.get_world_size(process_group)} ranks: use 'ParallelMuon' or 'DistributedMuon'"
+                )
+            self._sharded_step(group, [params[i] for i in indices], [updates[i] for i in indices],
+                               [layouts[i] for i in indices], process_group)
+
+    def _apply(self, group: dict, param: Tensor, update_block: Tensor) -> None:
+        lr = group["lr"]
+        apply_update(_local(param), update_block, lr, group["weight_decay"],
+                     adjusted_lr(lr, group["adjust_lr"], param.shape))
+
+    def _sharded_step(self, group: dict, params: list[Tensor], updates: list[Tensor], layouts: list[ShardLayout],
+                      process_group: dist.ProcessGroup) -> None:
+        size = dist.get_world_size(process_group)
+        me = dist.get_rank(process_group)
+        device = _local(updates[0]).device
+        eps = group["eps"]
+        if self.mode == "distributed":
+            order, owners = list(range(len(params))), [None] * len(params)
+            chunks = [order]
+        else:
+            costs = [newton_schulz_flops(*layout.global_shape, len(self.coefficients)) for layout in layouts]
+            order, owners = assign_owners(costs, size, self.assignment)
+            step = self.chunk_size if self.pipeline else len(order)
+            chunks = [order[i:i + step] for i in range(0, len(order), step)]
+
+        def start_gather(chunk):
+            receivers = [list(range(size)) if owners[i] is None else [owners[i]] for i in chunk]
+            blocks = [_local(updates[i]).bfloat16() for i in chunk]
+            return gather_full(blocks, [layouts[i] for i in chunk], receivers, process_group, device)
+
+        def orthogonalize(full: dict[int, Tensor]) -> dict[int, Tensor]:
+            return {j: zeropower_via_newton_schulz(m, self.coefficients, eps) for j, m in full.items()}
+
+        def apply_chunk(chunk, blocks):
+            for i, block in zip(chunk, blocks):
+                self._apply(group, params[i], block)
+
+        if self.mode == "distributed":
+            full = orthogonalize(start_gather(order).wait())
+            apply_chunk(order, [block_of(full[j], layouts[i], me) for j, i in enumerate(order)])
+            return
+
+        # parallel: gather(c+1) and scatter(c-1) in flight while Newton-Schulz of chunk c computes
+        pending_gather = start_gather(chunks[0])
+        pending_scatter = None
+        for c, chunk in enumerate(chunks):
+            full = pending_gather.wait()
+            if c + 1 < len(chunks):
+                pending_gather = start_gather(chunks[c + 1])
+            results = orthogonalize(full)
+            del full
+            if pending_scatter is not None:
+                previous_chunk, previous = pending_scatter
+                apply_chunk(previous_chunk, previous.wait())
+            pending_scatter = (chunk, scatter_blocks(results, [layouts[i] for i in chunk],
+                                                     [owners[i] for i in chunk], process_group, device))
+            del results
+        previous_chunk, previous = pending_scatter
+        apply_chunk(previous_chunk, previous.wait())

@@ -1,0 +1,61 @@
+"""Newton-Schulz orthogonalization, the math at the heart of Muon, for one matrix on one device.
+
+Numerics follow ``torch.optim.Muon`` (PyTorch >= 2.9): the matrix is cast to bf16, transposed so that it is wide
+(rows <= cols), scaled to Frobenius norm <= 1, then each iteration computes A = X X^T, B = b A + c A A,
+X = a X + B X, and the result is transposed back. Two coefficient sets:
+
+- ``"keller"``: (3.4445, -4.7750, 2.0315) at every iteration, torch.optim.Muon's default.
+- ``"motif"``: Motif's per-iteration table (five (a, b, c) triples), from Motif's own optimizer.
+
+The default is "keller": it is what torch.optim.Muon (this project's reference) does, and every distributed mode
+is tested against that reference; "motif" is one config value away for runs that want Motif's exact table.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+EPS = 1e-7
+KELLER = ((3.4445, -4.7750, 2.0315),)
+MOTIF = (
+    (4.0848, -6.8946, 2.9270),
+    (3.9505, -6.3029, 2.6377),
+    (3.7418, -5.5913, 2.3037),
+    (2.8769, -3.1427, 1.2046),
+    (2.8366, -3.0525, 1.2012),
+)
+COEFFICIENT_SETS = {"keller": KELLER, "motif": MOTIF}
+
+
+def iteration_coefficients(name: str, ns_steps: int) -> list[tuple[float, float, float]]:
+    """(a, b, c) for each of ``ns_steps`` iterations; a table shorter than ns_steps repeats its last entry."""
+    if name not in COEFFICIENT_SETS:
+        raise ValueError(f"optimizer.ns_coefficients = {name!r}; allowed: {sorted(COEFFICIENT_SETS)}")
+    table = COEFFICIENT_SETS[name]
+    return [table[min(i, len(table) - 1)] for i in range(ns_steps)]
+
+
+def zeropower_via_newton_schulz(
+    grad: Tensor, coefficients: Sequence[tuple[float, float, float]], eps: float = EPS
+) -> Tensor:
+    """Approximately orthogonalize a 2-D matrix (U S V^T -> U S' V^T with S' near 1), in bf16."""
+    if grad.ndim != 2:
+        raise ValueError(f"Newton-Schulz needs a 2-D matrix, got shape {tuple(grad.shape)}")
+    x = grad.bfloat16()
+    transposed = grad.size(0) > grad.size(1)
+    if transposed:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)
+    for a, b, c in coefficients:
+        gram = x @ x.T
+        update = torch.addmm(gram, gram, gram, beta=b, alpha=c)
+        x = torch.addmm(x, update, x, beta=a)
+    return x.T if transposed else x
+
+
+def newton_schulz_flops(rows: int, cols: int, ns_steps: int) -> int:
+    """FLOPs of ``ns_steps`` iterations on a rows x cols matrix: with m = min, n = max, one iteration costs
+    2 m^2 n (X X^T) + 2 m^3 (A A) + 2 m^2 n (B X) = 4 m^2 n + 2 m^3."""
+    m, n = min(rows, cols), max(rows, cols)
+    return ns_steps * (4 * m * m * n + 2 * m ** 3)
