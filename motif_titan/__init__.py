@@ -7,7 +7,6 @@ module named for it and can be reused on its own by other TorchTitan projects.
 
 from torchtitan.components.loss import build_cross_entropy_loss
 from torchtitan.components.lr_scheduler import build_lr_schedulers
-from torchtitan.components.optimizer import build_optimizers
 from torchtitan.components.validate import build_validator
 from torchtitan.protocols.train_spec import TrainSpec, register_train_spec
 from torchtitan.protocols import train_spec as _train_spec_registry
@@ -15,6 +14,7 @@ from torchtitan.protocols import train_spec as _train_spec_registry
 from motif_titan.data.text_dataloader import build_text_dataloader, build_tokenizer
 from motif_titan.infra.parallelize import parallelize_motif2
 from motif_titan.model import Motif2Model, Motif2StateDictAdapter, motif2_args
+from motif_titan.optim.builder import build_muon_optimizers
 
 __all__ = ["TRAIN_SPEC_NAME", "get_train_spec", "motif2_args"]
 
@@ -23,13 +23,14 @@ TRAIN_SPEC_NAME = "motif2"
 
 def get_train_spec() -> TrainSpec:
     """The motif2 TrainSpec: Motif-2 model and flavors, its parallelize_fn and HF adapter, the embedded-data
-    tokenizer/dataloader builders, and TorchTitan's own optimizer, LR scheduler, loss and validator."""
+    tokenizer/dataloader builders, Muon (Parallel / Distributed / single) or TorchTitan's AdamW, and TorchTitan's
+    own LR scheduler, loss and validator."""
     return TrainSpec(
         model_cls=Motif2Model,
         model_args=motif2_args,
         parallelize_fn=parallelize_motif2,
         pipelining_fn=None,
-        build_optimizers_fn=build_optimizers,
+        build_optimizers_fn=build_muon_optimizers,
         build_lr_schedulers_fn=build_lr_schedulers,
         build_dataloader_fn=build_text_dataloader,
         build_tokenizer_fn=build_tokenizer,

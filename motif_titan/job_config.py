@@ -5,12 +5,18 @@ type is a new dataclass becomes a new TOML section, and a field named like an ex
 ``training``, ...) whose dataclass subclasses TorchTitan's adds fields to that section. Each motif_titan part
 owns its section's dataclass, validated in ``__post_init__`` with errors that name the field; this module only
 assembles them. The model itself needs no new fields: a motif2 run is configured by ``[model] name = "motif2"``
-and ``flavor``.
+and ``flavor``. TorchTitan builds the merged dataclass from the fields alone, so each part validates its fields
+in its builder, before anything is built (e.g. ``motif_titan.optim.builder.validate_muon_config``).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from motif_titan.optim.builder import MuonOptimizerFields
 
 
 @dataclass
 class JobConfig:
     """Sections motif_titan adds to TorchTitan's JobConfig."""
+
+    optimizer: MuonOptimizerFields = field(default_factory=MuonOptimizerFields)
+    """Muon knobs added to ``[optimizer]`` (see motif_titan.optim.builder)."""

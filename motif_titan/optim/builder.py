@@ -1,0 +1,146 @@
+"""TorchTitan ``build_optimizers_fn`` for Muon: any TorchTitan model, any of FSDP / HSDP / TP layouts.
+
+TOML (``[job] custom_config_module = "motif_titan.job_config"`` adds the fields below to ``[optimizer]``):
+
+    [optimizer]
+    name = "ParallelMuon"          # "ParallelMuon" | "DistributedMuon" | "Muon" | TorchTitan's "AdamW" / "Adam"
+    lr = 4e-4                      # Muon lr; AdamW groups use lr * adamw_lr_ratio
+    weight_decay = 0.1
+    momentum = 0.95
+    nesterov = true
+    ns_steps = 5
+    ns_coefficients = "keller"     # "keller" | "motif"
+    adjust_lr = "match_rms_adamw"  # "match_rms_adamw" | "original"
+    chunk_size = 32
+    pipeline = true
+    assignment = "flops_round_robin"   # "flops_round_robin" | "lpt" | "round_robin"
+    adamw_param_patterns = ["tok_embeddings", "output", "norm", "subln", "lambda_", "poly_norm"]
+
+beta1 / beta2 / eps of TorchTitan's section are the AdamW group's. Muon takes the 2-D parameters whose names match
+none of ``adamw_param_patterns`` (substrings); everything else (and every parameter that is not 2-D) goes to AdamW.
+"""
+
+from dataclasses import dataclass, field
+
+from torch import nn
+from torchtitan.components.optimizer import OptimizersContainer, build_optimizers
+from torchtitan.distributed import ParallelDims
+
+from .assignment import ASSIGNMENTS
+from .muon import Muon
+from .newton_schulz import COEFFICIENT_SETS
+from .update_rule import ADJUST_LR_RULES
+
+MUON_NAMES = {"Muon": "single", "DistributedMuon": "distributed", "ParallelMuon": "parallel"}
+TORCHTITAN_NAMES = ("AdamW", "Adam")
+DEFAULT_ADAMW_PATTERNS = ["tok_embeddings", "output", "norm", "subln", "lambda_", "poly_norm"]
+
+
+@dataclass
+class MuonOptimizerFields:
+    """The fields motif_titan adds to TorchTitan's ``[optimizer]`` section."""
+
+    momentum: float = 0.95
+    nesterov: bool = True
+    ns_steps: int = 5
+    ns_coefficients: str = "keller"
+    adjust_lr: str = "match_rms_adamw"
+    adamw_lr_ratio: float = 1.0
+    chunk_size: int = 32
+    pipeline: bool = True
+    assignment: str = "flops_round_robin"
+    adamw_param_patterns: list[str] = field(default_factory=lambda: list(DEFAULT_ADAMW_PATTERNS))
+    qk_clip_threshold: float = 0.0
+    """MuonClip threshold on the max pre-softmax logit per head; 0 = off."""
+    qk_clip_alpha: float = 0.5
+
+
+def validate_muon_config(config) -> None:
+    """Raise naming the ``optimizer.*`` field and its allowed values; called before any optimizer is built."""
+    def fail(name, allowed):
+        raise ValueError(f"optimizer.{name} = {getattr(config, name)!r}; allowed: {allowed}")
+
+    if config.name not in MUON_NAMES and config.name not in TORCHTITAN_NAMES:
+        fail("name", sorted(MUON_NAMES) + list(TORCHTITAN_NAMES))
+    if config.name not in MUON_NAMES:
+        return
+    if not 0.0 <= config.momentum < 1.0:
+        fail("momentum", "0 <= momentum < 1")
+    if config.ns_steps < 1:
+        fail("ns_steps", ">= 1")
+    if config.ns_coefficients not in COEFFICIENT_SETS:
+        fail("ns_coefficients", sorted(COEFFICIENT_SETS))
+    if config.adjust_lr not in ADJUST_LR_RULES:
+        fail("adjust_lr", list(ADJUST_LR_RULES))
+    if config.assignment not in ASSIGNMENTS:
+        fail("assignment", list(ASSIGNMENTS))
+    if config.chunk_size < 1:
+        fail("chunk_size", ">= 1")
+    if config.adamw_lr_ratio <= 0:
+        fail("adamw_lr_ratio", "> 0")
+    if config.lr < 0 or config.weight_decay < 0:
+        fail("lr" if config.lr < 0 else "weight_decay", ">= 0")
+    if config.qk_clip_threshold:
+        raise NotImplementedError(
+            f"optimizer.qk_clip_threshold = {config.qk_clip_threshold}: MuonClip is not implemented yet; "
+            "allowed value: 0 (off)"
+        )
+
+
+def split_muon_params(model: nn.Module, adamw_patterns: list[str]) -> tuple[list, list]:
+    """(Muon params, AdamW params) of one model part by this project's (or any TorchTitan model's) FQNs."""
+    muon, adamw = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim == 2 and not any(pattern in name for pattern in adamw_patterns):
+            muon.append(param)
+        else:
+            adamw.append(param)
+    return muon, adamw
+
+
+class MuonOptimizersContainer(OptimizersContainer):
+    """One hybrid Muon + AdamW optimizer per model part; TorchTitan's container does checkpointing (DCP) and the
+    LR schedulers wrap each optimizer."""
+
+    def __init__(self, model_parts: list[nn.Module], muon_kwargs: dict, adamw_patterns: list[str]) -> None:
+        self.model_parts = model_parts
+        self.optimizers = []
+        all_params = []
+        for model in model_parts:
+            muon_params, adamw_params = split_muon_params(model, adamw_patterns)
+            self.optimizers.append(Muon(muon_params, adamw_params, **muon_kwargs))
+            all_params.extend(muon_params + adamw_params)
+        self._validate_length(len(model_parts))
+        self._post_init(all_params, {"lr": muon_kwargs["lr"], "weight_decay": muon_kwargs["weight_decay"]})
+
+
+def build_muon_optimizers(
+    model_parts: list[nn.Module], optimizer_config, parallel_dims: ParallelDims, ft_manager=None
+) -> OptimizersContainer:
+    """``build_optimizers_fn`` for a TrainSpec: Muon variants by ``optimizer.name``, TorchTitan's own otherwise."""
+    validate_muon_config(optimizer_config)
+    if optimizer_config.name in TORCHTITAN_NAMES:
+        return build_optimizers(model_parts, optimizer_config, parallel_dims, ft_manager)
+    if optimizer_config.early_step_in_backward:
+        raise NotImplementedError("optimizer.early_step_in_backward = true is not supported with Muon; allowed: false")
+    if ft_manager is not None and getattr(ft_manager, "enabled", False):
+        raise NotImplementedError("TorchFT is not supported with Muon")
+    muon_kwargs = dict(
+        lr=optimizer_config.lr,
+        weight_decay=optimizer_config.weight_decay,
+        momentum=optimizer_config.momentum,
+        nesterov=optimizer_config.nesterov,
+        ns_steps=optimizer_config.ns_steps,
+        ns_coefficients=optimizer_config.ns_coefficients,
+        adjust_lr=optimizer_config.adjust_lr,
+        adamw_betas=(optimizer_config.beta1, optimizer_config.beta2),
+        adamw_eps=optimizer_config.eps,
+        adamw_lr_ratio=optimizer_config.adamw_lr_ratio,
+        mode=MUON_NAMES[optimizer_config.name],
+        assignment=optimizer_config.assignment,
+        chunk_size=optimizer_config.chunk_size,
+        pipeline=optimizer_config.pipeline,
+    )
+    return MuonOptimizersContainer(model_parts, muon_kwargs, list(optimizer_config.adamw_param_patterns))
