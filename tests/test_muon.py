@@ -112,7 +112,7 @@ def test_assignments_balance_flops():
 # ---- multi-process -----------------------------------------------------------------------------------------
 
 MODES = {
-    "distributed": dict(mode="distributed"),
+    "distributed": dict(mode="distributed", chunk_size=3),
     "parallel": dict(mode="parallel", pipeline=False),
     "parallel_pipelined_rr": dict(mode="parallel", pipeline=True, chunk_size=2, assignment="round_robin"),
     "parallel_pipelined_flops": dict(mode="parallel", pipeline=True, chunk_size=2, assignment="flops_round_robin"),

@@ -30,7 +30,8 @@ class PendingExchange:
     def wait(self):
         if self.work is not None:
             self.work.wait()
-        return self.finish()
+        finish, self.work, self.finish = self.finish, None, None  # drop the send/receive buffers once done
+        return finish()
 
 
 def _all_to_all(send: list[Tensor], recv_sizes: list[int], group: dist.ProcessGroup, device) -> tuple:

@@ -3,7 +3,7 @@
 
 - ``mode="single"``: every matrix is local (plain tensors or fully replicated DTensors); torch.optim.Muon's numerics.
 - ``mode="distributed"``: the all-gather baseline of Liu et al.: every rank of a matrix's shard group receives every
-  block, runs Newton-Schulz on the full matrix, keeps its own block.
+  block, runs Newton-Schulz on the full matrix, keeps its own block (``chunk_size`` matrices at a time).
 - ``mode="parallel"``: the report's Algorithm 1: matrices get owners (``assignment``), blocks travel to the owner by
   all-to-all, the owner runs Newton-Schulz, the result travels back by all-to-all, every rank updates its block.
   With ``pipeline`` the matrices are processed in chunks of ``chunk_size``: the next chunk's gather and the previous
@@ -121,7 +121,9 @@ class Muon(Optimizer):
             state = self.state[p]
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(p.grad)
-            updates.append(momentum_update(state["momentum_buffer"], p.grad, group["momentum"], group["nesterov"]))
+            update = momentum_update(state["momentum_buffer"], p.grad, group["momentum"], group["nesterov"])
+            # Newton-Schulz starts by casting to bf16: doing it now halves what the exchange holds and moves
+            updates.append(update.bfloat16())
 
         # matrices grouped by the process group that shards them (None: local)
         buckets: dict[Any, list[int]] = defaultdict(list)
@@ -154,8 +156,9 @@ class Muon(Optimizer):
         device = _local(updates[0]).device
         eps = group["eps"]
         if self.mode == "distributed":
+            # every rank receives every matrix; chunks bound the full matrices held at once
             order, owners = list(range(len(params))), [None] * len(params)
-            chunks = [order]
+            chunks = [order[i:i + self.chunk_size] for i in range(0, len(order), self.chunk_size)]
         else:
             costs = [newton_schulz_flops(*layout.global_shape, len(self.coefficients)) for layout in layouts]
             order, owners = assign_owners(costs, size, self.assignment)
@@ -175,8 +178,9 @@ class Muon(Optimizer):
                 self._apply(group, params[i], block)
 
         if self.mode == "distributed":
-            full = orthogonalize(start_gather(order).wait())
-            apply_chunk(order, [block_of(full[j], layouts[i], me) for j, i in enumerate(order)])
+            for chunk in chunks:
+                full = orthogonalize(start_gather(chunk).wait())
+                apply_chunk(chunk, [block_of(full[j], layouts[i], me) for j, i in enumerate(chunk)])
             return
 
         # parallel: gather(c+1) and scatter(c-1) in flight while Newton-Schulz of chunk c computes
@@ -184,8 +188,7 @@ class Muon(Optimizer):
         pending_scatter = None
         for c, chunk in enumerate(chunks):
             full = pending_gather.wait()
-            if c + 1 < len(chunks):
-                pending_gather = start_gather(chunks[c + 1])
+            pending_gather = start_gather(chunks[c + 1]) if c + 1 < len(chunks) else None
             results = orthogonalize(full)
             del full
             if pending_scatter is not None:
