@@ -13,6 +13,7 @@ from torchtitan.protocols import train_spec as _train_spec_registry
 
 from motif_titan.data.text_dataloader import build_text_dataloader, build_tokenizer
 from motif_titan.infra.parallelize import parallelize_motif2
+from motif_titan.metrics import build_metrics_processor
 from motif_titan.model import Motif2Model, Motif2StateDictAdapter, motif2_args
 from motif_titan.optim.builder import build_muon_optimizers
 
@@ -36,6 +37,7 @@ def get_train_spec() -> TrainSpec:
         build_tokenizer_fn=build_tokenizer,
         build_loss_fn=build_cross_entropy_loss,
         build_validator_fn=build_validator,
+        build_metrics_processor_fn=build_metrics_processor,
         state_dict_adapter=Motif2StateDictAdapter,
     )
 

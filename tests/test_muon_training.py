@@ -1,6 +1,7 @@
 """Muon inside real TorchTitan training runs on the CPU (2-rank FSDP on gloo): motif2 and TorchTitan's own llama3."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,29 @@ def test_bad_muon_config_names_the_field(cli, message):
     assert str(error.value) == message
 
 
-def test_muonclip_not_yet_is_refused():
-    with pytest.raises(NotImplementedError, match=r"optimizer.qk_clip_threshold = 100.0: MuonClip is not"):
+def test_bad_muonclip_values_name_the_field():
+    with pytest.raises(ValueError, match=r"optimizer.qk_clip_threshold = -1.0; allowed: 0 \(off\) or > 0"):
         validate_muon_config(_optimizer_config("--optimizer.name", "ParallelMuon",
-                                               "--optimizer.qk_clip_threshold", "100"))
+                                               "--optimizer.qk_clip_threshold", "-1"))
+    with pytest.raises(ValueError, match=r"optimizer.qk_clip_alpha = 1.5; allowed: 0 <= qk_clip_alpha <= 1"):
+        validate_muon_config(_optimizer_config("--optimizer.name", "ParallelMuon", "--optimizer.qk_clip_alpha", "1.5"))
+
+
+def test_parallel_muon_with_muonclip_trains_and_reports_clipping(tmp_path):
+    """A low threshold (logits start near 0.5) so heads get clipped in a short run; the log carries MuonClip's
+    metrics every step."""
+    log = run_training(tmp_path / "clip", 2, *PARALLEL_MUON, "--training.steps", "6",
+                       "--optimizer.qk_clip_threshold", "0.5", return_log=True)
+    losses, text = log
+    assert mean_loss(losses, range(5, 7)) < mean_loss(losses, range(1, 3)) - 0.3, losses
+    clipped = [float(v) for v in re.findall(r"qk_clip/heads_clipped (\d+)", text)]
+    max_logits = [float(v) for v in re.findall(r"qk_clip/max_logit ([0-9.e+-]+)", text)]
+    assert len(clipped) >= 6 and sum(clipped) > 0 and max(max_logits) > 0.5
+
+
+def test_muonclip_needs_a_model_that_describes_its_heads(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]))
+    with pytest.raises(AssertionError, match=r"optimizer.qk_clip_threshold = 100.0 needs a model that describes"):
+        run_training(tmp_path / "llama3", 2, *PARALLEL_MUON, "--training.steps", "2",
+                     "--experimental.custom_import", "llama3_with_motif", "--model.name", "llama3_motif",
+                     "--optimizer.qk_clip_threshold", "100")

@@ -18,8 +18,8 @@ FAST = ["--training.seq_len", "128", "--training.local_batch_size", "8", "--metr
         "--metrics.disable_color_printing", "--debug.seed", "1234", "--lr_scheduler.warmup_steps", "2"]
 
 
-def run_training(dump_folder: Path, nproc: int, *overrides: str) -> dict[int, str]:
-    """Run the launcher (under torchrun when nproc > 1); return {step: loss as logged} of rank 0."""
+def run_training(dump_folder: Path, nproc: int, *overrides: str, return_log: bool = False):
+    """Run the launcher (under torchrun when nproc > 1); return {step: loss as logged} (and the log)."""
     launcher = [sys.executable, "-m", "motif_titan.train"]
     if nproc > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
@@ -32,7 +32,7 @@ def run_training(dump_folder: Path, nproc: int, *overrides: str) -> dict[int, st
     assert proc.returncode == 0, log[-4000:]
     losses = {int(step): loss for step, loss in STEP_LOSS.findall(log)}
     assert losses, log[-4000:]
-    return losses
+    return (losses, log) if return_log else losses
 
 
 def mean_loss(losses: dict[int, str], steps) -> float:

@@ -6,6 +6,8 @@ RoPE uses the HF rotate-half layout, so HF checkpoints load without permuting wq
 """
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -70,6 +72,19 @@ def apply_rotary_emb(
     return rotate(xq), rotate(xk)
 
 
+@dataclass
+class QKClipHeads:
+    """What MuonClip needs of one attention layer, without knowing attention code: the projections whose rows it
+    scales, the head layout, the per-q-head max logits recorded since the last reset, and the switch to record."""
+
+    wq: nn.Parameter
+    wk: nn.Parameter
+    head_dim: int
+    kv_head_for_q_head: tuple[int, ...]
+    max_logits: torch.Tensor
+    set_tracking: Callable[[bool], None]
+
+
 class GroupedDiffAttention(nn.Module):
     """Grouped Differential Attention (Motif-2).
 
@@ -101,6 +116,9 @@ class GroupedDiffAttention(nn.Module):
         self.lambda_q2 = nn.Parameter(torch.empty(d, dtype=torch.float32))
         self.lambda_k2 = nn.Parameter(torch.empty(d, dtype=torch.float32))
         self.subln = nn.RMSNorm(2 * d, eps=model_args.subln_eps)
+        # MuonClip: per-q-head max pre-softmax logit since the last reset, recorded only while tracking is on
+        self.track_max_logits = False
+        self.register_buffer("max_logits", torch.full((model_args.n_heads,), float("-inf")), persistent=False)
         if self.attn_type == "flex":
             self.inner_attention = FlexAttentionWrapper()
 
@@ -111,6 +129,34 @@ class GroupedDiffAttention(nn.Module):
         for vec in (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2):
             nn.init.normal_(vec, mean=0.0, std=0.1)
         self.subln.reset_parameters()
+        self.max_logits.fill_(float("-inf"))
+
+    @property
+    def kv_head_for_q_head(self) -> tuple[int, ...]:
+        """The kv head each q head reads its logits from: signal heads of group g use K1 = kv head 2g, the noise
+        head uses K2 = kv head 2g + 1 (MuonClip's view of the head layout)."""
+        R = self.ratio
+        return tuple(2 * g + (j == R) for g in range(self.n_groups) for j in range(R + 1))
+
+    @torch.no_grad()
+    def _record_max_logits(self, q_signal, q_noise, k1, k2, query_block: int = 512) -> None:
+        """Max over batch, queries and causal keys of q . k / sqrt(d), per q head: QK^T only (no softmax, no PV),
+        in query blocks so the score tile stays small. Causal masking only: with document masks the maxima also
+        see cross-document pairs, an upper bound, so clipping errs on the safe side."""
+        R, d = self.ratio, self.head_dim
+        seqlen = q_signal.shape[2]
+        k_signal = k1.float().repeat_interleave(R, dim=1)
+        maxima = [torch.full((q.shape[1],), float("-inf"), device=q.device) for q in (q_signal, q_noise)]
+        for start in range(0, seqlen, query_block):
+            stop = min(start + query_block, seqlen)
+            future = torch.ones(stop - start, stop, dtype=torch.bool, device=q_signal.device).triu(start + 1)
+            for i, (q, k) in enumerate(((q_signal, k_signal), (q_noise, k2.float()))):
+                scores = (q[:, :, start:stop].float() @ k[:, :, :stop].transpose(-1, -2)) * d ** -0.5
+                scores = scores.masked_fill(future, float("-inf"))
+                maxima[i] = torch.maximum(maxima[i], scores.amax(dim=(0, 2, 3)))
+        signal, noise = maxima
+        per_head = torch.cat([signal.view(-1, R), noise.view(-1, 1)], dim=1).flatten()
+        torch.maximum(self.max_logits, per_head, out=self.max_logits)
 
     def lambda_full(self) -> torch.Tensor:
         """This layer's lambda as an fp32 scalar tensor (differentiable in the four lambda vectors)."""
@@ -154,6 +200,8 @@ class GroupedDiffAttention(nn.Module):
         k2 = xk[:, :, :, 1].transpose(1, 2)
         v = xv.view(bs, seqlen, -1, 2 * d).transpose(1, 2)  # (bs, G, seq, 2d) = V1_g || V2_g
 
+        if self.track_max_logits:
+            self._record_max_logits(q_signal, q_noise, k1, k2)
         signal = self._attend_wide_v(q_signal.contiguous(), k1.contiguous(), v, attention_masks)
         noise = self._attend_wide_v(q_noise.contiguous(), k2.contiguous(), v, attention_masks)
         n_local_groups = noise.shape[1]
@@ -273,6 +321,18 @@ class Motif2Model(ModelProtocol):
         if self.output is not None:
             std = self.model_args.dim**-0.5
             trunc_normal_(self.output.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
+    def qk_clip_heads(self) -> list[QKClipHeads]:
+        """One entry per layer, for MuonClip (read after parallelization: FSDP has swapped in DTensor params)."""
+        heads = []
+        for layer in self.layers.values():
+            attention = cast(TransformerBlock, layer).attention
+            heads.append(QKClipHeads(
+                wq=attention.wq.weight, wk=attention.wk.weight, head_dim=attention.head_dim,
+                kv_head_for_q_head=attention.kv_head_for_q_head, max_logits=attention.max_logits,
+                set_tracking=lambda on, a=attention: setattr(a, "track_max_logits", on),
+            ))
+        return heads
 
     def get_attention_masks(
         self,

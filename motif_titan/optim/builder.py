@@ -15,6 +15,8 @@ TOML (``[job] custom_config_module = "motif_titan.job_config"`` adds the fields 
     pipeline = true
     assignment = "flops_round_robin"   # "flops_round_robin" | "lpt" | "round_robin"
     adamw_param_patterns = ["tok_embeddings", "output", "norm", "subln", "lambda_", "poly_norm"]
+    qk_clip_threshold = 100.0      # MuonClip (0 = off; needs a model with qk_clip_heads(), e.g. motif2)
+    qk_clip_alpha = 0.5
 
 beta1 / beta2 / eps of TorchTitan's section are the AdamW group's. Muon takes the 2-D parameters whose names match
 none of ``adamw_param_patterns`` (substrings); everything else (and every parameter that is not 2-D) goes to AdamW.
@@ -28,6 +30,7 @@ from torchtitan.distributed import ParallelDims
 
 from .assignment import ASSIGNMENTS
 from .muon import Muon
+from .muon_clip import qk_clip
 from .newton_schulz import COEFFICIENT_SETS
 from .update_rule import ADJUST_LR_RULES
 
@@ -80,11 +83,10 @@ def validate_muon_config(config) -> None:
         fail("adamw_lr_ratio", "> 0")
     if config.lr < 0 or config.weight_decay < 0:
         fail("lr" if config.lr < 0 else "weight_decay", ">= 0")
-    if config.qk_clip_threshold:
-        raise NotImplementedError(
-            f"optimizer.qk_clip_threshold = {config.qk_clip_threshold}: MuonClip is not implemented yet; "
-            "allowed value: 0 (off)"
-        )
+    if config.qk_clip_threshold < 0:
+        fail("qk_clip_threshold", "0 (off) or > 0")
+    if not 0.0 <= config.qk_clip_alpha <= 1.0:
+        fail("qk_clip_alpha", "0 <= qk_clip_alpha <= 1")
 
 
 def split_muon_params(model: nn.Module, adamw_patterns: list[str]) -> tuple[list, list]:
@@ -102,9 +104,25 @@ def split_muon_params(model: nn.Module, adamw_patterns: list[str]) -> tuple[list
 
 class MuonOptimizersContainer(OptimizersContainer):
     """One hybrid Muon + AdamW optimizer per model part; TorchTitan's container does checkpointing (DCP) and the
-    LR schedulers wrap each optimizer."""
+    LR schedulers wrap each optimizer. With ``qk_clip_threshold`` > 0, MuonClip runs after every step on the
+    attention heads the model parts describe (``qk_clip_heads()``), and ``metrics()`` reports it."""
 
-    def __init__(self, model_parts: list[nn.Module], muon_kwargs: dict, adamw_patterns: list[str]) -> None:
+    def __init__(self, model_parts: list[nn.Module], muon_kwargs: dict, adamw_patterns: list[str],
+                 qk_clip_threshold: float = 0.0, qk_clip_alpha: float = 0.5) -> None:
+        self.qk_clip_threshold, self.qk_clip_alpha = qk_clip_threshold, qk_clip_alpha
+        self.qk_clip_heads = []
+        self._metrics: dict[str, float] = {}
+        if qk_clip_threshold > 0:
+            for model in model_parts:
+                if hasattr(model, "qk_clip_heads"):
+                    self.qk_clip_heads.extend(model.qk_clip_heads())
+            if not self.qk_clip_heads:
+                raise ValueError(
+                    f"optimizer.qk_clip_threshold = {qk_clip_threshold} needs a model that describes its attention "
+                    "heads (a qk_clip_heads() method, as motif2 has); allowed for this model: 0 (off)"
+                )
+            for heads in self.qk_clip_heads:
+                heads.set_tracking(True)
         self.model_parts = model_parts
         self.optimizers = []
         all_params = []
@@ -114,6 +132,16 @@ class MuonOptimizersContainer(OptimizersContainer):
             all_params.extend(muon_params + adamw_params)
         self._validate_length(len(model_parts))
         self._post_init(all_params, {"lr": muon_kwargs["lr"], "weight_decay": muon_kwargs["weight_decay"]})
+
+    def step(self, *args, **kwargs) -> None:
+        super().step(*args, **kwargs)
+        if self.qk_clip_heads:
+            stats = qk_clip(self.qk_clip_heads, self.qk_clip_threshold, self.qk_clip_alpha)
+            self._metrics = {"qk_clip/max_logit": stats["max_logit"], "qk_clip/heads_clipped": stats["heads_clipped"]}
+
+    def metrics(self) -> dict[str, float]:
+        """Metrics of the last step (MuonClip's max logit and clipped-head count), for the metrics processor."""
+        return dict(self._metrics)
 
 
 def build_muon_optimizers(
@@ -143,4 +171,5 @@ def build_muon_optimizers(
         chunk_size=optimizer_config.chunk_size,
         pipeline=optimizer_config.pipeline,
     )
-    return MuonOptimizersContainer(model_parts, muon_kwargs, list(optimizer_config.adamw_param_patterns))
+    return MuonOptimizersContainer(model_parts, muon_kwargs, list(optimizer_config.adamw_param_patterns),
+                                   optimizer_config.qk_clip_threshold, optimizer_config.qk_clip_alpha)

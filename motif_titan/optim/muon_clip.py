@@ -1,0 +1,60 @@
+"""MuonClip (QK-Clip, Kimi K2) for attention whose heads a model describes (``qk_clip_heads()``).
+
+After an optimizer step, every q head h whose max pre-softmax logit S_h over the step (MAX-all-reduced over all
+ranks, so DP / CP ranks agree) exceeds the threshold tau gets gamma = tau / S_h:
+- if its kv head serves only h (GDA's K2 noise heads; every head with ratio 1), the rows of W_q for h are scaled by
+  gamma^alpha and the rows of W_k for the kv head by gamma^(1 - alpha): S_h becomes tau;
+- if its kv head is shared (GDA's K1 serves the group's R signal heads), only the W_q rows of h are scaled, by gamma:
+  S_h becomes tau and the heads sharing the key are left exactly as they were.
+V and W_o are never touched. Rows are scaled on each rank's local shard of W_q / W_k (FSDP, HSDP, TP blocks).
+"""
+
+from collections import Counter
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .shard_layout import shard_layout
+
+
+def _local(t: Tensor) -> Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+@torch.no_grad()
+def scale_rows(param: Tensor, start: int, stop: int, factor: float) -> None:
+    """Multiply global rows [start, stop) of a (possibly sharded) 2-D parameter by ``factor``, in place."""
+    layout = shard_layout(param)
+    r0, rows, _, _ = layout.blocks[layout.group_rank]
+    lo, hi = max(start, r0), min(stop, r0 + rows)
+    if lo < hi:
+        _local(param)[lo - r0:hi - r0].mul_(factor)
+
+
+@torch.no_grad()
+def qk_clip(heads: Sequence, threshold: float, alpha: float = 0.5) -> dict[str, float]:
+    """Clip every layer in ``heads`` (objects with wq, wk, head_dim, kv_head_for_q_head, max_logits); reset the
+    recorded maxima. Returns {"max_logit": largest S over all heads, "heads_clipped": count}."""
+    if not heads:
+        return {"max_logit": float("-inf"), "heads_clipped": 0}
+    maxima = torch.stack([h.max_logits for h in heads]).float()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(maxima, op=dist.ReduceOp.MAX)
+    clipped = 0
+    for layer, logits in zip(heads, maxima.tolist()):
+        d = layer.head_dim
+        sharing = Counter(layer.kv_head_for_q_head)
+        for q_head, (s, kv_head) in enumerate(zip(logits, layer.kv_head_for_q_head)):
+            if s <= threshold:
+                continue
+            gamma = threshold / s
+            clipped += 1
+            if sharing[kv_head] == 1:
+                scale_rows(layer.wq, q_head * d, (q_head + 1) * d, gamma ** alpha)
+                scale_rows(layer.wk, kv_head * d, (kv_head + 1) * d, gamma ** (1 - alpha))
+            else:
+                scale_rows(layer.wq, q_head * d, (q_head + 1) * d, gamma)
+        layer.max_logits.fill_(float("-inf"))
+    return {"max_logit": float(maxima.max()), "heads_clipped": clipped}
