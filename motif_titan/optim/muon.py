@@ -167,7 +167,7 @@ class Muon(Optimizer):
 
         def start_gather(chunk):
             receivers = [list(range(size)) if owners[i] is None else [owners[i]] for i in chunk]
-            blocks = [_local(updates[i]).bfloat16() for i in chunk]
+            blocks = [_local(updates[i]) for i in chunk]  # already bf16
             return gather_full(blocks, [layouts[i] for i in chunk], receivers, process_group, device)
 
         def orthogonalize(full: dict[int, Tensor]) -> dict[int, Tensor]:
