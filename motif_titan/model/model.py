@@ -186,7 +186,7 @@ class GroupedDiffAttention(nn.Module):
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         bs, seqlen, _ = x.shape
-        d, G, R = self.head_dim, self.n_groups, self.ratio
+        d, R = self.head_dim, self.ratio
         xq = self.wq(x).view(bs, seqlen, -1, d)
         xk = self.wk(x).view(bs, seqlen, -1, d)
         xv = self.wv(x).view(bs, seqlen, -1, d)

@@ -20,20 +20,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
 from .assignment import ASSIGNMENTS, assign_owners
 from .exchange import block_of, gather_full, scatter_blocks
 from .newton_schulz import EPS, iteration_coefficients, newton_schulz_flops, zeropower_via_newton_schulz
-from .shard_layout import ShardLayout, shard_layout
+from .shard_layout import ShardLayout, local_tensor, shard_layout
 from .update_rule import ADJUST_LR_RULES, adjusted_lr, apply_update, momentum_update
 
 MODES = ("single", "distributed", "parallel")
-
-
-def _local(t: Tensor) -> Tensor:
-    return t.to_local() if isinstance(t, DTensor) else t
 
 
 class Muon(Optimizer):
@@ -134,7 +129,7 @@ class Muon(Optimizer):
             if process_group is None or self.mode == "single" and dist.get_world_size(process_group) == 1:
                 for i in indices:
                     self._apply(group, params[i], zeropower_via_newton_schulz(
-                        _local(updates[i]), self.coefficients, group["eps"]))
+                        local_tensor(updates[i]), self.coefficients, group["eps"]))
                 continue
             if self.mode == "single":
                 raise ValueError(
@@ -146,14 +141,14 @@ class Muon(Optimizer):
 
     def _apply(self, group: dict, param: Tensor, update_block: Tensor) -> None:
         lr = group["lr"]
-        apply_update(_local(param), update_block, lr, group["weight_decay"],
+        apply_update(local_tensor(param), update_block, lr, group["weight_decay"],
                      adjusted_lr(lr, group["adjust_lr"], param.shape))
 
     def _sharded_step(self, group: dict, params: list[Tensor], updates: list[Tensor], layouts: list[ShardLayout],
                       process_group: dist.ProcessGroup) -> None:
         size = dist.get_world_size(process_group)
         me = dist.get_rank(process_group)
-        device = _local(updates[0]).device
+        device = local_tensor(updates[0]).device
         eps = group["eps"]
         if self.mode == "distributed":
             # every rank receives every matrix; chunks bound the full matrices held at once
@@ -167,7 +162,7 @@ class Muon(Optimizer):
 
         def start_gather(chunk):
             receivers = [list(range(size)) if owners[i] is None else [owners[i]] for i in chunk]
-            blocks = [_local(updates[i]) for i in chunk]  # already bf16
+            blocks = [local_tensor(updates[i]) for i in chunk]  # already bf16
             return gather_full(blocks, [layouts[i] for i in chunk], receivers, process_group, device)
 
         def orthogonalize(full: dict[int, Tensor]) -> dict[int, Tensor]:

@@ -16,11 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .shard_layout import shard_layout
-
-
-def _local(t: Tensor) -> Tensor:
-    return t.to_local() if hasattr(t, "to_local") else t
+from .shard_layout import local_tensor, shard_layout
 
 
 @torch.no_grad()
@@ -30,7 +26,7 @@ def scale_rows(param: Tensor, start: int, stop: int, factor: float) -> None:
     r0, rows, _, _ = layout.blocks[layout.group_rank]
     lo, hi = max(start, r0), min(stop, r0 + rows)
     if lo < hi:
-        _local(param)[lo - r0:hi - r0].mul_(factor)
+        local_tensor(param)[lo - r0:hi - r0].mul_(factor)
 
 
 @torch.no_grad()

@@ -34,6 +34,11 @@ class ShardLayout:
         return rows * cols
 
 
+def local_tensor(t: Tensor) -> Tensor:
+    """This rank's piece of a DTensor; a plain tensor as it is."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
 _GROUP_CACHE: dict[tuple, dist.ProcessGroup] = {}
 
 
