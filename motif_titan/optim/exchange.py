@@ -1,14 +1,20 @@
-"""All-to-all movement of matrix blocks inside a shard group (Parallel Muon's steps 2 and 4).
+"""Point-to-point movement of matrix blocks inside a shard group (Parallel Muon's steps 2 and 4).
 
 ``gather_full``: every rank sends its block of each matrix to the matrix's receivers (its owner, or every rank for
 Distributed Muon), who assemble the full matrix. ``scatter_blocks``: each owner sends every rank its block of the
-result. Payloads are bf16, moved as raw bytes (uint8), which every backend supports. Both return a handle whose
-``wait()`` finishes the exchange, so a caller can overlap the next chunk's communication with this chunk's
-Newton-Schulz.
+result. Payloads are bf16, moved as raw bytes (uint8), which every backend supports.
+
+The exchange is one batch of sends and receives (``batch_isend_irecv``: one grouped launch on NCCL) rather than an
+all-to-all over packed buffers: a block whose rows span the full width (FSDP's Shard(0)) is received straight into
+its rows of the full matrix and sent from where it lies, so nothing is packed or unpacked; only blocks that are not
+contiguous (column shards, transposed results) go through a staging copy, and a rank's own block is copied locally.
+Sends and receives between two ranks are posted in matrix order on both sides, which is how they are matched.
+Both functions return a handle whose ``wait()`` finishes the exchange, so a caller can overlap the next chunk's
+communication with this chunk's Newton-Schulz.
 """
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -24,81 +30,88 @@ def block_of(matrix: Tensor, layout: ShardLayout, group_rank: int) -> Tensor:
 
 @dataclass
 class PendingExchange:
-    work: dist.Work | None
+    works: list[dist.Work]
     finish: Callable[[], object]
+    buffers: list[Tensor] = field(default_factory=list)  # kept alive until the transfers complete
 
     def wait(self):
-        if self.work is not None:
-            self.work.wait()
-        finish, self.work, self.finish = self.finish, None, None  # drop the send/receive buffers once done
+        for work in self.works:
+            work.wait()
+        finish = self.finish
+        self.works, self.finish, self.buffers = [], None, []
         return finish()
 
 
-def _all_to_all(send: list[Tensor], recv_sizes: list[int], group: dist.ProcessGroup, device) -> tuple:
-    send_flat = torch.cat([t.reshape(-1).to(device=device, dtype=torch.bfloat16) for t in send])
-    recv_flat = torch.empty(sum(recv_sizes), dtype=torch.bfloat16, device=device)
-    # bytes on the wire: every backend moves uint8 (gloo has no bf16 or int16 all-to-all)
-    work = dist.all_to_all_single(
-        recv_flat.view(torch.uint8), send_flat.view(torch.uint8),
-        output_split_sizes=[2 * n for n in recv_sizes], input_split_sizes=[2 * t.numel() for t in send],
-        group=group, async_op=True,
-    )
-    return work, recv_flat
+class _Batch:
+    """Sends and receives of one exchange, with the staging copies for blocks that are not contiguous."""
+
+    def __init__(self, group: dist.ProcessGroup):
+        self.group, self.ops, self.buffers, self.unstage = group, [], [], []
+
+    def send(self, block: Tensor, dest: int) -> None:
+        if block.numel() == 0:
+            return
+        payload = block.to(torch.bfloat16).contiguous()
+        self.buffers.append(payload)
+        self.ops.append(dist.P2POp(dist.isend, payload.view(torch.uint8), group=self.group, group_peer=dest))
+
+    def recv(self, target: Tensor, src: int) -> None:
+        if target.numel() == 0:
+            return
+        landing = target if target.is_contiguous() else torch.empty(target.shape, dtype=target.dtype,
+                                                                     device=target.device)
+        if landing is not target:
+            self.unstage.append((target, landing))
+        self.buffers.append(landing)
+        self.ops.append(dist.P2POp(dist.irecv, landing.view(torch.uint8), group=self.group, group_peer=src))
+
+    def start(self, finish: Callable[[], object]) -> PendingExchange:
+        works = dist.batch_isend_irecv(self.ops) if self.ops else []
+
+        def unstage_then_finish():
+            for target, landing in self.unstage:
+                target.copy_(landing)
+            return finish()
+
+        return PendingExchange(works, unstage_then_finish, self.buffers)
 
 
 def gather_full(local_blocks: Sequence[Tensor], layouts: Sequence[ShardLayout], receivers: Sequence[list[int]],
                 group: dist.ProcessGroup, device: torch.device) -> PendingExchange:
     """Matrix i's blocks go to the group ranks ``receivers[i]``; ``wait()`` returns {i: full bf16 matrix} for the
     matrices this rank receives."""
-    me = dist.get_rank(group)
-    size = dist.get_world_size(group)
-    send = []
-    for dest in range(size):
-        parts = [local_blocks[i].reshape(-1) for i in range(len(layouts)) if dest in receivers[i]]
-        send.append(torch.cat(parts) if parts else torch.empty(0, dtype=torch.bfloat16, device=device))
-    mine = [i for i in range(len(layouts)) if me in receivers[i]]
-    recv_sizes = [sum(layouts[i].block_numel(src) for i in mine) for src in range(size)]
-    work, recv_flat = _all_to_all(send, recv_sizes, group, device)
-
-    def assemble() -> dict[int, Tensor]:
-        full = {i: torch.empty(layouts[i].global_shape, dtype=torch.bfloat16, device=device) for i in mine}
-        offset = 0
-        for src in range(size):
-            for i in mine:
-                n = layouts[i].block_numel(src)
-                block_of(full[i], layouts[i], src).copy_(
-                    recv_flat[offset:offset + n].view(layouts[i].blocks[src][1], layouts[i].blocks[src][3]))
-                offset += n
-        return full
-
-    return PendingExchange(work, assemble)
+    me, size = dist.get_rank(group), dist.get_world_size(group)
+    batch = _Batch(group)
+    full: dict[int, Tensor] = {}
+    for i, layout in enumerate(layouts):
+        for dest in receivers[i]:
+            if dest != me:
+                batch.send(local_blocks[i], dest)
+        if me in receivers[i]:
+            full[i] = torch.empty(layout.global_shape, dtype=torch.bfloat16, device=device)
+            for src in range(size):
+                if src == me:
+                    block_of(full[i], layout, me).copy_(local_blocks[i])
+                else:
+                    batch.recv(block_of(full[i], layout, src), src)
+    return batch.start(lambda: full)
 
 
 def scatter_blocks(results: dict[int, Tensor], layouts: Sequence[ShardLayout], owners: Sequence[int],
                    group: dist.ProcessGroup, device: torch.device) -> PendingExchange:
     """Owner of matrix i (``results[i]`` on it) sends each rank its block; ``wait()`` returns this rank's block of
     every matrix, in order."""
-    me = dist.get_rank(group)
-    size = dist.get_world_size(group)
-    owned = sorted(results)
-    send = []
-    for dest in range(size):
-        parts = [block_of(results[i], layouts[i], dest).reshape(-1) for i in owned]
-        send.append(torch.cat(parts) if parts else torch.empty(0, dtype=torch.bfloat16, device=device))
-    recv_sizes = [sum(layouts[i].block_numel(me) for i in range(len(layouts)) if owners[i] == src)
-                  for src in range(size)]
-    work, recv_flat = _all_to_all(send, recv_sizes, group, device)
-
-    def split() -> list[Tensor]:
-        blocks: list[Tensor | None] = [None] * len(layouts)
-        offset = 0
-        for src in range(size):
-            for i in range(len(layouts)):
-                if owners[i] != src:
-                    continue
-                _, rows, _, cols = layouts[i].blocks[me]
-                blocks[i] = recv_flat[offset:offset + rows * cols].view(rows, cols)
-                offset += rows * cols
-        return blocks
-
-    return PendingExchange(work, split)
+    me, size = dist.get_rank(group), dist.get_world_size(group)
+    batch = _Batch(group)
+    blocks: list[Tensor] = []
+    for i, layout in enumerate(layouts):
+        if owners[i] == me:
+            for dest in range(size):
+                if dest != me:
+                    batch.send(block_of(results[i], layout, dest), dest)
+            blocks.append(block_of(results[i], layout, me))
+        else:
+            _, rows, _, cols = layout.blocks[me]
+            blocks.append(torch.empty(rows, cols, dtype=torch.bfloat16, device=device))
+            batch.recv(blocks[-1], owners[i])
+    return batch.start(lambda: blocks)

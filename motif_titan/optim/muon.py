@@ -4,10 +4,13 @@
 - ``mode="single"``: every matrix is local (plain tensors or fully replicated DTensors); torch.optim.Muon's numerics.
 - ``mode="distributed"``: the all-gather baseline of Liu et al.: every rank of a matrix's shard group receives every
   block, runs Newton-Schulz on the full matrix, keeps its own block (``chunk_size`` matrices at a time).
-- ``mode="parallel"``: the report's Algorithm 1: matrices get owners (``assignment``), blocks travel to the owner by
-  all-to-all, the owner runs Newton-Schulz, the result travels back by all-to-all, every rank updates its block.
-  With ``pipeline`` the matrices are processed in chunks of ``chunk_size``: the next chunk's gather and the previous
-  chunk's scatter run while the current chunk's Newton-Schulz computes, and full matrices are freed chunk by chunk.
+- ``mode="parallel"``: the report's Algorithm 1: matrices get owners (``assignment``), blocks travel to the owner
+  (an all-to-all, posted as one batch of point-to-point transfers), the owner runs Newton-Schulz, the result travels
+  back the same way, every rank updates its block.
+  With ``pipeline`` the matrices are processed in chunks of ``chunk_size`` (the first one an eighth of that, since
+  nothing overlaps its gather): the next chunk's gather and the previous chunk's scatter run while the current
+  chunk's Newton-Schulz computes, and full matrices are freed chunk by chunk. The momentum pass also runs chunk by
+  chunk, just before each gather, so only one chunk's bf16 copies exist at a time.
 
 The math (momentum, Newton-Schulz, lr rule, decoupled decay) lives in ``update_rule`` and ``newton_schulz``; the
 block movement in ``exchange``; this class only orchestrates. AdamW groups are stepped by an inner
@@ -83,6 +86,8 @@ class Muon(Optimizer):
                     "adjust_lr": adjust_lr, "eps": eps}
         super().__init__(muon_groups + adamw_groups, defaults)
         self._link_adamw()
+        self._initialized_groups: set = set()
+        self._layouts: dict[Tensor, tuple[Any, ShardLayout]] = {}
 
     def _link_adamw(self) -> None:
         """Point the inner AdamW at this optimizer's AdamW group dicts and state (after init and after a load)."""
@@ -111,45 +116,59 @@ class Muon(Optimizer):
 
     def _muon_group_step(self, group: dict) -> None:
         params = [p for p in group["params"] if p.grad is not None]
-        updates = []
-        for p in params:
-            state = self.state[p]
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(p.grad)
-            update = momentum_update(state["momentum_buffer"], p.grad, group["momentum"], group["nesterov"])
-            # Newton-Schulz starts by casting to bf16: doing it now halves what the exchange holds and moves
-            updates.append(update.bfloat16())
-
         # matrices grouped by the process group that shards them (None: local)
         buckets: dict[Any, list[int]] = defaultdict(list)
-        layouts = [shard_layout(u) for u in updates]
+        layouts = [self._layout(p) for p in params]
         for i, layout in enumerate(layouts):
             buckets[layout.group].append(i)
         for process_group, indices in buckets.items():
             if process_group is None or self.mode == "single" and dist.get_world_size(process_group) == 1:
                 for i in indices:
                     self._apply(group, params[i], zeropower_via_newton_schulz(
-                        local_tensor(updates[i]), self.coefficients, group["eps"]))
+                        self._momentum(group, params[i]), self.coefficients, group["eps"]))
                 continue
             if self.mode == "single":
                 raise ValueError(
                     "optimizer.name = 'Muon' runs Newton-Schulz on whole local matrices, but parameters are sharded "
                     f"over {dist.get_world_size(process_group)} ranks: use 'ParallelMuon' or 'DistributedMuon'"
                 )
-            self._sharded_step(group, [params[i] for i in indices], [updates[i] for i in indices],
-                               [layouts[i] for i in indices], process_group)
+            self._sharded_step(group, [params[i] for i in indices], [layouts[i] for i in indices], process_group)
+
+    def _layout(self, param: Tensor) -> ShardLayout:
+        """The gradient's shard layout, computed once per parameter (it costs ~0.1 ms of CPU per matrix) and again
+        only if the gradient's placement changes."""
+        grad = param.grad
+        key = (getattr(grad, "device_mesh", None), getattr(grad, "placements", None), tuple(grad.shape))
+        cached = self._layouts.get(param)
+        if cached is None or cached[0] != key:
+            cached = self._layouts[param] = (key, shard_layout(grad))
+        return cached[1]
+
+    def _momentum(self, group: dict, param: Tensor) -> Tensor:
+        """Advance the parameter's momentum buffer; return this rank's block of the bf16 matrix to orthogonalize
+        (computed chunk by chunk, just before its exchange, so only a chunk's bf16 copies exist at a time)."""
+        state = self.state[param]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(param.grad)
+        return momentum_update(local_tensor(state["momentum_buffer"]), local_tensor(param.grad), group["momentum"],
+                               group["nesterov"])
 
     def _apply(self, group: dict, param: Tensor, update_block: Tensor) -> None:
         lr = group["lr"]
         apply_update(local_tensor(param), update_block, lr, group["weight_decay"],
                      adjusted_lr(lr, group["adjust_lr"], param.shape))
 
-    def _sharded_step(self, group: dict, params: list[Tensor], updates: list[Tensor], layouts: list[ShardLayout],
+    def _sharded_step(self, group: dict, params: list[Tensor], layouts: list[ShardLayout],
                       process_group: dist.ProcessGroup) -> None:
         size = dist.get_world_size(process_group)
         me = dist.get_rank(process_group)
-        device = local_tensor(updates[0]).device
+        device = local_tensor(params[0]).device
         eps = group["eps"]
+        if process_group not in self._initialized_groups:
+            # NCCL creates a group's communicator at its first operation, which every rank must join; a rank with
+            # nothing to send or receive posts no point-to-point operation, so a collective comes first
+            dist.all_reduce(torch.zeros(1, device=device), group=process_group)
+            self._initialized_groups.add(process_group)
         if self.mode == "distributed":
             # every rank receives every matrix; chunks bound the full matrices held at once
             order, owners = list(range(len(params))), [None] * len(params)
@@ -157,12 +176,17 @@ class Muon(Optimizer):
         else:
             costs = [newton_schulz_flops(*layout.global_shape, len(self.coefficients)) for layout in layouts]
             order, owners = assign_owners(costs, size, self.assignment)
-            step = self.chunk_size if self.pipeline else len(order)
-            chunks = [order[i:i + step] for i in range(0, len(order), step)]
+            if self.pipeline:
+                # nothing overlaps the first chunk's gather: a short first chunk keeps that wait short
+                first = max(1, self.chunk_size // 8)
+                chunks = [order[:first]] + [order[i:i + self.chunk_size]
+                                            for i in range(first, len(order), self.chunk_size)]
+            else:
+                chunks = [order]
 
         def start_gather(chunk):
             receivers = [list(range(size)) if owners[i] is None else [owners[i]] for i in chunk]
-            blocks = [local_tensor(updates[i]) for i in chunk]  # already bf16
+            blocks = [self._momentum(group, params[i]) for i in chunk]
             return gather_full(blocks, [layouts[i] for i in chunk], receivers, process_group, device)
 
         def orthogonalize(full: dict[int, Tensor]) -> dict[int, Tensor]:
