@@ -16,6 +16,7 @@ import json
 import os
 import statistics
 import time
+from collections import defaultdict
 
 import torch
 import torch.distributed as dist
@@ -59,6 +60,44 @@ def timed_step(opt) -> tuple[float, int]:
     torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     return elapsed, torch.cuda.max_memory_allocated() - before
+
+
+def kernel_time_breakdown(opt) -> dict:
+    """One profiled step: GPU kernel time (ms) by kind, summed over this rank's streams (communication kernels run
+    beside compute, so the kinds add up to more than the step), and the idle gaps of the compute stream (where it
+    waits: on communication, or on the CPU launching kernels)."""
+    kinds = {"newton_schulz_gemm": ("gemm", "nvjet", "cutlass", "sm90", "xmma"), "nccl": ("nccl",),
+             "fused_momentum": ("_momentum_kernel",), "fused_decay_update": ("_decay_update_kernel",),
+             "copy": ("copy", "Memcpy", "memcpy")}
+    totals = defaultdict(float)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        opt.step()
+        torch.cuda.synchronize()
+    trace_path = f"/tmp/muon_trace_{dist.get_rank()}.json"
+    prof.export_chrome_trace(trace_path)
+    with open(trace_path) as f:
+        events = [e for e in json.load(f)["traceEvents"] if e.get("cat") == "kernel"]
+    os.remove(trace_path)
+    by_stream = defaultdict(list)
+    for e in events:
+        kind = next((k for k, keys in kinds.items() if any(key in e["name"] for key in keys)), "other_elementwise")
+        totals[kind] += e["dur"] / 1e3
+        by_stream[e["args"].get("stream")].append(e)
+    compute = max(by_stream.values(), key=lambda es: sum(e["dur"] for e in es if "nccl" not in e["name"]))
+    compute.sort(key=lambda e: e["ts"])
+    start, end = min(e["ts"] for e in events), max(e["ts"] + e["dur"] for e in events)
+    gaps, cursor = [], start
+    for e in compute:
+        if e["ts"] > cursor:
+            gaps.append((e["ts"] - cursor, cursor - start, e["name"][:60]))
+        cursor = max(cursor, e["ts"] + e["dur"])
+    gaps.append((end - cursor, cursor - start, "<end of step>"))
+    result = {k: round(v, 2) for k, v in totals.items()}
+    result["gpu_span_ms"] = round((end - start) / 1e3, 2)
+    result["compute_stream_idle_ms"] = round(sum(g for g, _, _ in gaps) / 1e3, 2)
+    result["largest_idle_gaps"] = [{"ms": round(g / 1e3, 2), "at_ms": round(t / 1e3, 1), "next_kernel": n}
+                                   for g, t, n in sorted(gaps, reverse=True)[:6]]
+    return result
 
 
 def check_modes_agree(mesh) -> dict[str, bool]:
@@ -111,6 +150,7 @@ def main():
     parser.add_argument("--steps", type=int, default=2, help="timed steps per mode (after one warm-up step)")
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--out", default="muon_results.json")
+    parser.add_argument("--profile", action="store_true", help="also record one step's GPU kernel time by kind")
     args = parser.parse_args()
     dist.init_process_group("nccl")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -132,6 +172,8 @@ def main():
         peak = max(m for _, m in runs)
         results["modes"][name] = {"ms": step_time * 1e3, "peak_extra_MB": peak / 2 ** 20,
                                   "TFLOPS_per_GPU": total_flops / step_time / world / 1e12}
+        if args.profile:
+            results["modes"][name]["kernel_ms_by_kind_rank0"] = kernel_time_breakdown(opt)
         for p in params:
             opt.state.pop(p, None)
         del opt
