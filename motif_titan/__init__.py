@@ -12,6 +12,7 @@ from torchtitan.protocols.train_spec import TrainSpec, register_train_spec
 from torchtitan.protocols import train_spec as _train_spec_registry
 
 from motif_titan.data.text_dataloader import build_text_dataloader, build_tokenizer
+from motif_titan.infra import float8 as _float8  # noqa: F401  registers quantize.linear.float8_auto_filter
 from motif_titan.infra.parallelize import parallelize_motif2
 from motif_titan.metrics import build_metrics_processor
 from motif_titan.model import Motif2Model, Motif2StateDictAdapter, motif2_args

@@ -161,10 +161,22 @@ def test_parallelism_not_built_yet_is_refused(field):
         args.update_from_config(_job(f"--parallelism.{field}", "2"))
 
 
-def test_fp8_converter_not_built_yet_is_refused():
+def test_converters_other_than_fp8_linears_are_refused():
     args = dataclasses.replace(motif2_args["debugmodel"])
-    with pytest.raises(NotImplementedError, match=r"model.converters = \['quantize.linear.float8'\]"):
+    with pytest.raises(NotImplementedError, match=re.escape(
+            "model.converters = ['quantize.linear.mx']: motif2 does not support ['quantize.linear.mx']; allowed: "
+            "any of ['quantize.linear.float8', 'quantize.linear.float8_auto_filter'] (FP8 linears), or []")):
+        args.update_from_config(_job("--model.converters", "quantize.linear.mx"))
+    args.update_from_config(_job("--model.converters", "quantize.linear.float8"))
+
+
+def test_fp8_with_tied_head_must_keep_the_head_in_bf16():
+    args = dataclasses.replace(motif2_args["debugmodel_diffattn"])
+    with pytest.raises(ValueError, match=re.escape(
+            "quantize.linear.float8.filter_fqns = []: motif2 flavor 'debugmodel' ties the output head")):
         args.update_from_config(_job("--model.converters", "quantize.linear.float8"))
+    args.update_from_config(_job("--model.converters", "quantize.linear.float8",
+                                 "--quantize.linear.float8.filter_fqns", "output"))
 
 
 class _EosTokenizer:

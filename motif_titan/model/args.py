@@ -6,6 +6,8 @@ from torch import nn
 from torchtitan.config import JobConfig
 from torchtitan.protocols.model import BaseModelArgs
 
+# TorchTitan's FP8 linear converter and motif_titan's size-filtered variant (motif_titan.infra.float8)
+SUPPORTED_CONVERTERS = ("quantize.linear.float8", "quantize.linear.float8_auto_filter")
 ATTN_TYPES = ("sdpa", "flex")
 ATTN_MASK_TYPES = ("causal", "block_causal")
 
@@ -96,11 +98,20 @@ class Motif2ModelArgs(BaseModelArgs):
                     f"pipeline parallel plans for GDA come in a later release; motif2 has no experts). "
                     f"Set {field} = 1 and use data_parallel_shard_degree / data_parallel_replicate_degree."
                 )
-        if job_config.model.converters:
+        converters = list(job_config.model.converters)
+        unsupported = [c for c in converters if c not in SUPPORTED_CONVERTERS]
+        if unsupported:
             raise NotImplementedError(
-                f"model.converters = {list(job_config.model.converters)}: motif2 does not support model "
-                f"converters (FP8) yet; allowed value: []"
+                f"model.converters = {converters}: motif2 does not support {unsupported}; allowed: any of "
+                f"{list(SUPPORTED_CONVERTERS)} (FP8 linears), or []"
             )
+        if converters and self.enable_weight_tying:
+            filters = list(job_config.quantize.linear.float8.filter_fqns)
+            if not any(f in "output" for f in filters if f):
+                raise ValueError(
+                    f"quantize.linear.float8.filter_fqns = {filters}: motif2 flavor '{job_config.model.flavor}' ties "
+                    f"the output head to the embedding, which must stay in BF16; add 'output'"
+                )
 
     def get_nparams_and_flops(self, model: nn.Module, seq_len: int) -> tuple[int, int]:
         """Parameter count and training FLOPs per token (forward + backward = 3x forward).
