@@ -20,7 +20,8 @@
 The weights of a phase are interpolated linearly between its start and end, like an LR scheduler:
 ``w(t) = (1 - a) w_start + a w_end`` with ``a = (t - start) / (end - start)``. Before the first phase the first
 phase's start weights hold, after a phase its end weights hold until the next one starts. Weights need not sum
-to 1 (they are normalized), zero weights are allowed, but at every t some domain must weigh more than 0.
+to 1 (each end is normalized before the interpolation, so shares move linearly), zero weights are allowed, but
+at every t some domain must weigh more than 0.
 
 A cap keeps a group of domains under ``max_share`` of the phase's tokens: the group's weight is scaled down to
 that share when it is above it, and the mixer never lets the group's realized share of the items it drew in the
@@ -214,16 +215,20 @@ def _parse_phase(i: int, raw: Any, names: Sequence[str]) -> Phase:
     end_weights = (_parse_weights(f"{where}.end_weights", raw["end_weights"], names)
                    if "end_weights" in raw else start_weights)
     cap = _parse_cap(f"{where}.cap", raw["cap"], names) if "cap" in raw else None
-    phase = Phase(raw["start"], raw["end"], start_weights, end_weights, cap)
-    # The total weight is linear in t inside a phase and never negative, so it is > 0 everywhere in the
-    # phase (and in the hold after it) iff it is > 0 at both ends, after the cap.
-    for key, weights, t in (("start_weights", start_weights, phase.start), ("end_weights", end_weights, phase.end)):
-        capped = apply_cap(weights, cap)
-        if sum(capped) <= 0:
+    # Each end is normalized, then interpolated: the shares move linearly. The uncapped weight is linear in t
+    # inside a phase and never negative, so some domain can be drawn everywhere in the phase (and in the hold
+    # after it) iff it can at both ends, after the cap.
+    for key, weights, t in (("start_weights", start_weights, raw["start"]), ("end_weights", end_weights, raw["end"])):
+        if sum(apply_cap(weights, cap)) <= 0:
             why = " after the cap (no uncapped domain weighs > 0)" if sum(weights) > 0 else ""
             _fail(f"{where}.{key}", raw.get(key, raw.get("start_weights")),
                   f"weights that sum to > 0 (at {t} no domain could be drawn{why})")
-    return phase
+    return Phase(raw["start"], raw["end"], _normalized(start_weights), _normalized(end_weights), cap)
+
+
+def _normalized(weights: tuple[float, ...]) -> tuple[float, ...]:
+    total = sum(weights)
+    return tuple(w / total for w in weights)
 
 
 def parse_curriculum(config: CurriculumConfig) -> tuple[tuple[DomainSpec, ...], CurriculumSchedule]:

@@ -61,7 +61,7 @@ class BatchSchedule:
         first, last = self.batch_ramp_steps
         final_tokens = self.final_micro_batches * self.micro_batch_tokens
         tokens = _interpolate(step, first, last, self.batch_ramp_start_tokens, final_tokens)
-        return max(1, round(tokens / self.micro_batch_tokens))
+        return max(1, int(tokens / self.micro_batch_tokens + 0.5))  # nearest, halves up
 
     def row_len(self, step: int) -> int:
         if not self.seq_len_ramp_start:
