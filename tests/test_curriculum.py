@@ -236,6 +236,22 @@ def test_metrics_report_weights_and_tokens_per_domain(tokenizer):
     assert sum(seen) == 3 * 2 * SEQ_LEN and seen[2] == 0
 
 
+def test_phases_in_tokens_follow_the_global_tokens_before_each_step(tokenizer):
+    """unit = "tokens", 2 ranks x 2 rows x 32 tokens = 128 global tokens per step: prose only until token 640
+    (steps 1..5), math only from there (step 6 on)."""
+    phases = [{"start": 0, "end": 1, "start_weights": {"prose": 1}},
+              {"start": 640, "end": 641, "start_weights": {"math": 1}}]
+    dataloader = loader(tokenizer, dp_world_size=2, unit="tokens", phases=phases)
+    iterator = iter(dataloader)
+    take(iterator, 5)
+    assert dataloader.metrics(step=5)["curriculum/tokens_seen/math"] == 0
+    assert dataloader.metrics(step=5)["curriculum/weight/prose"] == 1.0
+    take(iterator, 1)
+    metrics = dataloader.metrics(step=6)
+    assert metrics["curriculum/tokens_seen/math"] == 2 * SEQ_LEN and metrics["curriculum/weight/math"] == 1.0
+    assert metrics["curriculum/epoch/math"] == 0
+
+
 def test_without_domains_the_builder_is_the_text_dataloader(tokenizer):
     config = job_config("--training.dataset", "embedded")
     dataloader = build_curriculum_dataloader(1, 0, tokenizer, config)

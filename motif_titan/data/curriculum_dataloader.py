@@ -230,6 +230,16 @@ class CurriculumDataloader(ParallelAwareDataloader):
         self.trainer_drives_batch_ramp = False
         """Set by motif_titan.trainer.CurriculumTrainer, which draws micro_batches_per_step(step) per step."""
 
+    def _tokens_before_step(self, step: int) -> int:
+        """Global tokens of steps 1 .. step - 1 (cached: metrics ask for increasing steps)."""
+        cached_step, tokens = getattr(self, "_tokens_cache", (1, 0))
+        if step < cached_step:
+            cached_step, tokens = 1, 0
+        for s in range(cached_step, step):
+            tokens += self.plan.batches.step_tokens(s)
+        self._tokens_cache = (step, tokens)
+        return tokens
+
     def micro_batches_per_step(self, step: int) -> int:
         return self.plan.batches.micro_batches(step)
 
@@ -244,10 +254,9 @@ class CurriculumDataloader(ParallelAwareDataloader):
     def metrics(self, step: int) -> dict[str, float]:
         """Schedule weights at ``step`` and this DP rank's tokens per domain so far (what the loader produced,
         including what it prefetched), SFT drops and padding."""
-        clock = BatchClock(self.plan.batches)
+        clock = BatchClock(self.plan.batches, step=step)
         if self.plan.unit == "tokens":
-            clock.tokens_before_step = sum(self.plan.batches.step_tokens(s) for s in range(1, step))
-        clock.step = step
+            clock.tokens_before_step = self._tokens_before_step(step)
         weights = self.plan.schedule.weights(self.plan.schedule_point(clock))
         if self.num_workers == 0:
             states = [self.dataset.state_dict()]
@@ -257,6 +266,9 @@ class CurriculumDataloader(ParallelAwareDataloader):
         for d, domain in enumerate(self.plan.domains):
             metrics[f"curriculum/weight/{domain.name}"] = weights[d]
             metrics[f"curriculum/tokens_seen/{domain.name}"] = float(sum(s["tokens_seen"][d] for s in states))
+            # epochs begun over the domain (> 0: its documents are being repeated)
+            metrics[f"curriculum/epoch/{domain.name}"] = float(max(
+                (s["streams"] if "streams" in s else s["cursors"])[d]["epoch"] for s in states))
         if self.plan.sft:
             metrics["curriculum/sft_dropped_samples"] = float(sum(sum(s["sft_dropped_samples"]) for s in states))
             metrics["curriculum/sft_padding_tokens"] = float(sum(s["padding_tokens"] for s in states))

@@ -2,8 +2,8 @@
 
 Stream k of n (a DP rank, or a dataloader worker of a DP rank) reads the documents at positions k, k + n,
 k + 2n, ... of the epoch's permutation (seeded by (seed, domain, epoch)), so streams never share a document in an
-epoch; when its share is used up the next epoch begins (the data is repeated, with a warning in the metrics'
-``epoch``). :class:`PackedDocumentStream` concatenates the documents (each BOS ... EOS) and cuts windows of any
+epoch; when its share is used up the next epoch begins (the data is repeated; the metric
+``curriculum/epoch/<domain>`` shows it). :class:`PackedDocumentStream` concatenates the documents (each BOS ... EOS) and cuts windows of any
 requested length from the front; what is left stays for the next window. State: epoch, position, leftover.
 """
 
