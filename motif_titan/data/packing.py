@@ -75,7 +75,7 @@ class PackedDocumentStream:
         return window
 
     def state_dict(self) -> dict:
-        return {**self.cursor.state_dict(), "buffer": self.buffer.tolist()}
+        return {**self.cursor.state_dict(), "buffer": self.buffer.copy()}
 
     def load_state_dict(self, state: dict) -> None:
         self.cursor.load_state_dict(state)
