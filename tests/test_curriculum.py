@@ -169,6 +169,8 @@ def test_loader_resumes_exactly_from_its_state_dict(tokenizer, num_workers):
     reference = take(iter(loader(tokenizer, *cli, dp_rank=1, dp_world_size=2)), 14)
     first = loader(tokenizer, *cli, dp_rank=1, dp_world_size=2)
     assert_same_batches(take(iter(first), 5), reference[:5])
+    metrics = first.metrics(step=5)  # read from the workers' snapshots when there are workers
+    assert sum(metrics[f"curriculum/tokens_seen/{d}"] for d in ("prose", "math", "code")) == 5 * 2 * SEQ_LEN
     state = pickle.loads(pickle.dumps(first.state_dict()))
     assert set(state) == {"dp_rank_1", "world_size"}
     resumed = loader(tokenizer, *cli, dp_rank=1, dp_world_size=2)

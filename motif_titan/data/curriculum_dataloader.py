@@ -268,7 +268,7 @@ class CurriculumDataloader(ParallelAwareDataloader):
             metrics[f"curriculum/tokens_seen/{domain.name}"] = float(sum(s["tokens_seen"][d] for s in states))
             # epochs begun over the domain (> 0: its documents are being repeated)
             metrics[f"curriculum/epoch/{domain.name}"] = float(max(
-                (s["streams"] if "streams" in s else s["cursors"])[d]["epoch"] for s in states))
+                ((s["streams"] if "streams" in s else s["cursors"])[d]["epoch"] for s in states), default=0))
         if self.plan.sft:
             metrics["curriculum/sft_dropped_samples"] = float(sum(sum(s["sft_dropped_samples"]) for s in states))
             metrics["curriculum/sft_padding_tokens"] = float(sum(s["padding_tokens"] for s in states))
