@@ -11,7 +11,8 @@ from torchtitan.components.validate import build_validator
 from torchtitan.protocols.train_spec import TrainSpec, register_train_spec
 from torchtitan.protocols import train_spec as _train_spec_registry
 
-from motif_titan.data.text_dataloader import build_text_dataloader, build_tokenizer
+from motif_titan.data.curriculum_dataloader import build_curriculum_dataloader
+from motif_titan.data.text_dataloader import build_tokenizer
 from motif_titan.infra import float8 as _float8  # noqa: F401  registers quantize.linear.float8_auto_filter
 from motif_titan.infra.parallelize import parallelize_motif2
 from motif_titan.metrics import build_metrics_processor
@@ -25,8 +26,9 @@ TRAIN_SPEC_NAME = "motif2"
 
 def get_train_spec() -> TrainSpec:
     """The motif2 TrainSpec: Motif-2 model and flavors, its parallelize_fn and HF adapter, the embedded-data
-    tokenizer/dataloader builders, Muon (Parallel / Distributed / single) or TorchTitan's AdamW, and TorchTitan's
-    own LR scheduler, loss and validator."""
+    tokenizer, the curriculum dataloader (``[curriculum]``; without it the text dataloader of
+    ``training.dataset``), Muon (Parallel / Distributed / single) or TorchTitan's AdamW, and TorchTitan's own LR
+    scheduler, loss and validator."""
     return TrainSpec(
         model_cls=Motif2Model,
         model_args=motif2_args,
@@ -34,7 +36,7 @@ def get_train_spec() -> TrainSpec:
         pipelining_fn=None,
         build_optimizers_fn=build_muon_optimizers,
         build_lr_schedulers_fn=build_lr_schedulers,
-        build_dataloader_fn=build_text_dataloader,
+        build_dataloader_fn=build_curriculum_dataloader,
         build_tokenizer_fn=build_tokenizer,
         build_loss_fn=build_cross_entropy_loss,
         build_validator_fn=build_validator,

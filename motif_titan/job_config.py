@@ -11,6 +11,7 @@ in its builder, before anything is built (e.g. ``motif_titan.optim.builder.valid
 
 from dataclasses import dataclass, field
 
+from motif_titan.data.curriculum import CurriculumConfig
 from motif_titan.optim.builder import MuonOptimizerFields
 
 
@@ -20,3 +21,5 @@ class JobConfig:
 
     optimizer: MuonOptimizerFields = field(default_factory=MuonOptimizerFields)
     """Muon knobs added to ``[optimizer]`` (see motif_titan.optim.builder)."""
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    """``[curriculum]``: data domains, mixture schedule, ramps, SFT (see motif_titan.data.curriculum)."""

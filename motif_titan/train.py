@@ -3,7 +3,8 @@
     python -m motif_titan.train --job.config_file train_configs/motif2_debug.toml
     torchrun --nproc_per_node=2 -m motif_titan.train --job.config_file ...
 
-With an accelerator this changes nothing and calls ``torchtitan.train.main(Trainer)``. Without one, TorchTitan
+With an accelerator this changes nothing and calls ``torchtitan.train.main(CurriculumTrainer)`` (TorchTitan's
+Trainer plus the curriculum's batch-size ramp and metrics hook, see motif_titan.trainer). Without one, TorchTitan
 0.2.2 would pick CUDA and fail, so ``apply_cpu_shims`` first makes it run on the CPU with the gloo backend:
 device type "cpu", the memory-stat functions its metrics call on ``torch.cpu``, a ``set_pg_timeouts`` whose
 barrier takes no device id, and FSDP reductions as plain sums (gloo rejects AVG and PREMUL_SUM). A plain
@@ -99,10 +100,11 @@ def main() -> None:
     if not accelerator_available():
         apply_cpu_shims()
     import motif_titan  # noqa: F401  (registers the motif2 TrainSpec even without custom_import)
-    from torchtitan.train import Trainer
     from torchtitan.train import main as torchtitan_main
 
-    torchtitan_main(Trainer)
+    from motif_titan.trainer import CurriculumTrainer
+
+    torchtitan_main(CurriculumTrainer)
 
 
 if __name__ == "__main__":

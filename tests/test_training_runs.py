@@ -18,13 +18,14 @@ FAST = ["--training.seq_len", "128", "--training.local_batch_size", "8", "--metr
         "--metrics.disable_color_printing", "--debug.seed", "1234", "--lr_scheduler.warmup_steps", "2"]
 
 
-def run_training(dump_folder: Path, nproc: int, *overrides: str, return_log: bool = False):
+def run_training(dump_folder: Path, nproc: int, *overrides: str, return_log: bool = False,
+                 config_file: Path = DEBUG_TOML):
     """Run the launcher (under torchrun when nproc > 1); return {step: loss as logged} (and the log)."""
     launcher = [sys.executable, "-m", "motif_titan.train"]
     if nproc > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                     "-m", "motif_titan.train"]
-    cmd = [*launcher, "--job.config_file", str(DEBUG_TOML), "--job.dump_folder", str(dump_folder), *FAST,
+    cmd = [*launcher, "--job.config_file", str(config_file), "--job.dump_folder", str(dump_folder), *FAST,
            *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1" if nproc > 1 else "2"}
     proc = subprocess.run(cmd, cwd=dump_folder.parent, env=env, capture_output=True, text=True, timeout=600)
