@@ -26,6 +26,8 @@ def _meta_model(flavor: str) -> Motif2Model:
 @pytest.mark.parametrize("flavor,count", [
     ("12.7B", 12_703_860_896),  # report Table 1 shapes, spec/model.md
     ("2.6B", 2_597_218_432),  # 32 x 67,113,732 + tied 219,520 x 2048 embedding + final norm
+    ("1B", 1_224_816_704),  # 16 x 68,162,308 + untied 32,768 x 2048 embedding and head + final norm
+    ("12.7B_flex_attn", 12_703_860_896),
     ("debugmodel", 5_311_504),  # 4 x 1,065,668 + 2 x 2048 x 256 + final norm
 ])
 def test_flavor_parameter_counts(flavor, count):

@@ -38,6 +38,20 @@ _DEBUG_SHAPES = dict(
     max_seq_len=2048,
 )
 
+_MOTIF2_12_7B_SHAPES = dict(
+    dim=4096,
+    n_layers=40,
+    n_heads=40,
+    n_kv_heads=16,
+    n_noise_heads=8,
+    head_dim=128,
+    ffn_hidden_dim=16384,
+    vocab_size=219520,
+    rope_theta=1_000_000.0,
+    max_seq_len=32768,
+    enable_weight_tying=False,
+)
+
 motif2_args = Motif2Flavors({
     "debugmodel": Motif2ModelArgs(**_DEBUG_SHAPES),
     "debugmodel_flex_attn": Motif2ModelArgs(**_DEBUG_SHAPES, attn_type="flex", attn_mask_type="block_causal"),
@@ -74,17 +88,7 @@ motif2_args = Motif2Flavors({
         enable_weight_tying=True,
     ),
     # Motif-2-12.7B (report Table 1): GDA 4:1, 40 q heads (32 signal + 8 noise), 16 kv heads.
-    "12.7B": Motif2ModelArgs(
-        dim=4096,
-        n_layers=40,
-        n_heads=40,
-        n_kv_heads=16,
-        n_noise_heads=8,
-        head_dim=128,
-        ffn_hidden_dim=16384,
-        vocab_size=219520,
-        rope_theta=1_000_000.0,
-        max_seq_len=32768,
-        enable_weight_tying=False,
-    ),
+    "12.7B": Motif2ModelArgs(**_MOTIF2_12_7B_SHAPES),
+    # The same with flex attention and document (block_causal) masks: SFT on packed rows.
+    "12.7B_flex_attn": Motif2ModelArgs(**_MOTIF2_12_7B_SHAPES, attn_type="flex", attn_mask_type="block_causal"),
 })

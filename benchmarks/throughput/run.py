@@ -1,0 +1,99 @@
+"""End-to-end training throughput of motif2 against TorchTitan's llama3 of equal parameter count, in one run.
+
+    python benchmarks/throughput/run.py --gpus 1 --out throughput.json             # one GPU: bf16, FP8, kernels
+    python benchmarks/throughput/run.py --gpus 2 --variants motif2_fsdp2 ... --out ...
+
+Each variant is TorchTitan's own trainer (``torchrun -m torchtitan.train``) on ``base.toml`` plus a few CLI overrides,
+for ``--steps`` steps; the reported tokens/s per GPU, TFLOPS, MFU and peak reserved memory are the medians of the
+values TorchTitan logs every 5 steps, skipping the first 10 steps (compilation, warm-up). MFU uses each model's own
+FLOPs per token (motif2's counts GDA's 2*head_dim values). Ratios are taken against the variants named by
+``--baseline`` in the same run.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LOG_LINE = re.compile(r"step:\s*(\d+).*?memory:\s*([0-9.]+)GiB.*?tps:\s*([0-9,]+).*?tflops:\s*([0-9.]+).*?mfu:\s*"
+                      r"([0-9.]+)%")
+FP8_ROWWISE_GW_HP = ["--model.converters", "quantize.linear.float8_auto_filter",
+                     "--quantize.linear.float8.recipe_name", "rowwise_with_gw_hp",
+                     "--quantize.linear.float8.filter_fqns", "output"]
+FP8_ROWWISE = ["--model.converters", "quantize.linear.float8_auto_filter", "--quantize.linear.float8.recipe_name",
+               "rowwise", "--quantize.linear.float8.filter_fqns", "output"]
+LLAMA3 = ["--model.name", "llama3_baseline", "--model.flavor", "1B", "--experimental.custom_import",
+          "llama3_baseline"]
+VARIANTS = {
+    "motif2_bf16": [],
+    "motif2_fp8_rowwise_gw_hp": FP8_ROWWISE_GW_HP,
+    "motif2_fp8_rowwise": FP8_ROWWISE,
+    "motif2_bf16_polynorm_torch": ["--model.flavor", "1B_polynorm_torch"],
+    "llama3_bf16": LLAMA3,
+    "llama3_fp8_rowwise_gw_hp": LLAMA3 + FP8_ROWWISE_GW_HP,
+    # two GPUs
+    "motif2_fsdp2": ["--parallelism.data_parallel_shard_degree", "2"],
+    "llama3_fsdp2": LLAMA3 + ["--parallelism.data_parallel_shard_degree", "2"],
+    "motif2_tp2": ["--parallelism.tensor_parallel_degree", "2", "--parallelism.data_parallel_shard_degree", "1"],
+    "llama3_tp2": LLAMA3 + ["--parallelism.tensor_parallel_degree", "2",
+                            "--parallelism.data_parallel_shard_degree", "1"],
+}
+ONE_GPU = ["motif2_bf16", "motif2_fp8_rowwise_gw_hp", "motif2_fp8_rowwise", "motif2_bf16_polynorm_torch",
+           "llama3_bf16", "llama3_fp8_rowwise_gw_hp"]
+
+
+def run_variant(name: str, gpus: int, steps: int, log_dir: Path) -> dict:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+           "-m", "torchtitan.train", "--job.config_file", str(HERE / "base.toml"), "--training.steps", str(steps),
+           "--job.dump_folder", f"/tmp/throughput_{name}", *VARIANTS[name]]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    (log_dir / f"{name}.log").write_text(log)
+    rows = [(int(s), float(m), float(t.replace(",", "")), float(tf), float(mfu))
+            for s, m, t, tf, mfu in LOG_LINE.findall(log)]
+    rows = [r for r in rows if r[0] > 10]
+    if proc.returncode != 0 or not rows:
+        return {"error": log[-3000:]}
+    return {"tps_per_gpu": statistics.median(r[2] for r in rows), "tflops": statistics.median(r[3] for r in rows),
+            "mfu_pct": statistics.median(r[4] for r in rows), "memory_gib": max(r[1] for r in rows),
+            "steps_measured": [r[0] for r in rows]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpus", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=ONE_GPU)
+    parser.add_argument("--baseline", default="motif2_bf16", help="variant the 'vs' column divides by")
+    parser.add_argument("--out", default="throughput.json")
+    args = parser.parse_args()
+    log_dir = Path(args.out).resolve().parent / "throughput_logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    results = {"device": torch.cuda.get_device_name(), "gpus": args.gpus, "torch": torch.__version__,
+               "variants": {}}
+    for name in args.variants:
+        results["variants"][name] = run_variant(name, args.gpus, args.steps, log_dir)
+        print(name, json.dumps({k: v for k, v in results["variants"][name].items() if k != "error"}) or "", flush=True)
+        if "error" in results["variants"][name]:
+            print(results["variants"][name]["error"][-1500:], flush=True)
+    base = results["variants"].get(args.baseline, {}).get("tps_per_gpu")
+    print(f"| variant | tokens/s/GPU | vs {args.baseline} | TFLOPS | MFU % | peak reserved GiB |")
+    for name, r in results["variants"].items():
+        if "tps_per_gpu" in r:
+            ratio = r["tps_per_gpu"] / base if base else float("nan")
+            r[f"vs_{args.baseline}"] = ratio
+            print(f"| {name} | {r['tps_per_gpu']:.0f} | {ratio:.3f} | {r['tflops']:.1f} | {r['mfu_pct']:.1f} | "
+                  f"{r['memory_gib']:.1f} |")
+    Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
