@@ -27,6 +27,7 @@ import torch.distributed.checkpoint as dcp
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
@@ -125,10 +126,17 @@ class DCPReader(CheckpointReader):
 
 @contextlib.contextmanager
 def _single_process_dcp() -> Iterator[None]:
-    """DCP warns on every call without a process group; one process is what the upscaler means."""
+    """DCP warns on every call without a process group (one process is what the upscaler means), and wraps
+    errors in a CheckpointException (a BaseException): re-raise the original error of our single rank."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        yield
+        try:
+            yield
+        except CheckpointException as e:
+            if len(e.failures) == 1:
+                (original, _trace), = e.failures.values()
+                raise original from None
+            raise
 
 
 def open_checkpoint(path: str | os.PathLike) -> CheckpointReader:
@@ -175,7 +183,7 @@ def infer_model_args(reader: CheckpointReader) -> Motif2ModelArgs:
         args = Motif2ModelArgs(
             dim=dim, n_layers=len(layer_ids), n_heads=n_heads, n_kv_heads=n_kv, n_noise_heads=n_heads - n_signal,
             head_dim=head_dim, ffn_hidden_dim=ffn, vocab_size=vocab,
-            enable_weight_tying="output.weight" not in shapes, **overrides,
+            enable_weight_tying=_is_tied(reader, shapes), **overrides,
         )
     except ValueError as e:
         raise NotMotif2Error(f"{where}: its shapes do not form a GDA model ({e})") from None
@@ -200,6 +208,15 @@ def _native_name(hf_key: str) -> str | None:
     if abstract not in FROM_HF:
         return None
     return FROM_HF[abstract].format(match.group(1)) if match else FROM_HF[abstract]
+
+
+def _is_tied(reader: CheckpointReader, shapes: dict[str, tuple[int, ...]]) -> bool:
+    """HF drops a tied head; a TorchTitan DCP checkpoint stores it under both names, with equal values."""
+    if "output.weight" not in shapes:
+        return True
+    if reader.format != "dcp" or shapes["output.weight"] != shapes.get("tok_embeddings.weight"):
+        return False
+    return torch.equal(reader.get("output.weight"), reader.get("tok_embeddings.weight"))
 
 
 def _hf_name(native: str) -> str:
