@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     p.add_argument("--format", choices=FORMATS, default="dcp", help="output format (default dcp)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16",
-                   help="output dtype (default bf16; cloning runs in fp32, or fp64 for fp64). GDA lambda vectors "
-                        "and PolyNorm weights are written in at least fp32, as the model holds them")
+                   help="output dtype (default bf16; cloning runs in fp32, or fp64 for fp64). GDA lambda vectors, "
+                        "subln and PolyNorm weights are written in at least fp32, as the model uses them")
     p.add_argument("--dry-run", action="store_true",
                    help="print the source and target shapes, parameter counts and steps; read no weights, write "
                         "nothing")

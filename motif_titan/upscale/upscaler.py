@@ -12,9 +12,14 @@ from .head_growth import grow_heads_tensor
 from .hypercloning import hyperclone_tensor, noise_generator
 from .plan import UpscalePlan
 
-# Parameters the model keeps in fp32 whatever its dtype (GDA's lambda vectors, PolyNorm's weights): written in
-# at least fp32, so a bf16 output does not round them.
-_KEPT_IN_FP32 = (*LAMBDA_KINDS, "feed_forward.poly_norm.weight", "feed_forward.poly_norm.bias")
+# Written in at least fp32 whatever --dtype says: GDA's lambda vectors and PolyNorm's weights (the model creates
+# them in fp32) and subln's weight (used in fp32; depth expansion rescales it, which bf16 would round). All are
+# vectors of at most 2 * head_dim entries.
+_KEPT_IN_FP32 = (*LAMBDA_KINDS, "attention.subln.weight", "feed_forward.poly_norm.weight",
+                 "feed_forward.poly_norm.bias")
+
+
+ROW_CHUNK = 8192
 
 
 def _kind(key: str) -> tuple[int | None, str]:
@@ -50,15 +55,29 @@ class Upscaler:
         vectors = [self._read(f"layers.{layer.source}.{kind}") for kind in LAMBDA_KINDS]
         return dict(zip(LAMBDA_KINDS, shift_lambda_vectors(*vectors, *layer.lambda_init_shift)))
 
+    def _top_level_tensor(self, key: str, out_dtype: torch.dtype) -> torch.Tensor:
+        """Embedding, final norm, head. The vocab-sized ones go in row chunks (each row is cloned on its own), so
+        the 12.7B head (219,520 x 4,096) never exists in fp32 whole: peak is the source rows plus the output."""
+        kind = "tok_embeddings.weight" if key == "output.weight" and self.plan.target.enable_weight_tying else key
+        source_key = "tok_embeddings.weight" if key == "output.weight" and self.plan.source.enable_weight_tying \
+            else kind
+        source = self.reader.get(source_key)
+        generator = noise_generator(self.plan.spec.seed, key)
+        if source.dim() == 1:
+            return hyperclone_tensor(kind, source.to(self.compute_dtype), self.plan.width_factor,
+                                     self.plan.spec.noise_snr_db, generator).to(out_dtype)
+        out = torch.empty(self.shapes[key], dtype=out_dtype)
+        for start in range(0, source.shape[0], ROW_CHUNK):
+            rows = source[start:start + ROW_CHUNK].to(self.compute_dtype)
+            out[start:start + ROW_CHUNK] = hyperclone_tensor(kind, rows, self.plan.width_factor,
+                                                             self.plan.spec.noise_snr_db, generator)
+        return out
+
     def tensor(self, key: str) -> torch.Tensor:
         index, kind = _kind(key)
         out_dtype = self.dtype_of(key)
         if index is None:
-            source_key = "tok_embeddings.weight" if key == "output.weight" and self.plan.target.enable_weight_tying \
-                else key
-            tensor = hyperclone_tensor(source_key, self._read(source_key), self.plan.width_factor,
-                                       self.plan.spec.noise_snr_db, noise_generator(self.plan.spec.seed, key))
-            return tensor.to(out_dtype)
+            return self._top_level_tensor(key, out_dtype)
         if kind in LAMBDA_KINDS:
             return self._lambda_vectors(index)[kind].to(out_dtype)
         layer = self.plan.layers[index]
