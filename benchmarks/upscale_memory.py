@@ -2,7 +2,7 @@
 
 Writes a random bf16 source checkpoint in HF safetensors layout (one shard per layer, generated tensor by tensor,
 so making it needs little memory), then runs the upscaler CLI in a child process and reports the child's peak RSS
-(``ru_maxrss``) and wall time, next to the sizes of the source and of the written output: a tool that held the
+(its VmHWM) and wall time, next to the sizes of the source and of the written output: a tool that held the
 whole target in memory would need at least the output's size.
 
     python benchmarks/upscale_memory.py --workdir /big/disk/upscale_bench \\
@@ -12,7 +12,6 @@ whole target in memory would need at least the output's size.
 import argparse
 import json
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -48,6 +47,11 @@ def write_random_source(args, directory: Path, seed: int = 0) -> int:
     return total
 
 
+# The child's own peak resident set (VmHWM, bytes). Not ru_maxrss: on Linux a child's ru_maxrss also counts the
+# parent's resident set at fork time, which here holds the freshly generated source.
+_PRINT_PEAK = ("print(int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) * 1024)")
+
+
 def directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -67,18 +71,19 @@ def main() -> None:
     source_bytes = write_random_source(motif2_args[args.source_flavor], src)
     make_seconds = time.monotonic() - start
 
-    floor = subprocess.run([sys.executable, "-c", "import resource, motif_titan.upscale.__main__; "
-                            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+    floor = subprocess.run([sys.executable, "-c", f"import motif_titan.upscale.__main__; {_PRINT_PEAK}"],
                            capture_output=True, text=True, check=True)
-    import_floor_rss = int(floor.stdout.split()[-1]) * 1024
-    command = [sys.executable, "-m", "motif_titan.upscale", "--src", str(src), "--dst", str(dst),
-               *args.upscale_args]
+    import_floor_rss = int(floor.stdout.split()[-1])
+    upscale_argv = ["--src", str(src), "--dst", str(dst), *args.upscale_args]
+    command = [sys.executable, "-c", f"import sys; from motif_titan.upscale.__main__ import main; "
+               f"code = main({upscale_argv!r}); {_PRINT_PEAK}; sys.exit(code)"]
     start = time.monotonic()
     proc = subprocess.run(command, capture_output=True, text=True)
     wall = time.monotonic() - start
     if proc.returncode != 0:
         sys.exit(proc.stdout[-3000:] + proc.stderr[-3000:])
-    peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux reports KiB
+    peak_rss = int(proc.stdout.split()[-1])
+    command = [sys.executable, "-m", "motif_titan.upscale", *upscale_argv]  # what the child ran, as a CLI
     summary = json.loads((dst / "upscale.json").read_text())
     result = {
         "device": f"{platform.node()} ({platform.machine()}, {torch.get_num_threads()} threads), CPU only",

@@ -343,3 +343,15 @@ def test_a_failure_while_writing_leaves_nothing_behind(source, tmp_path, monkeyp
         with pytest.raises(RuntimeError, match="simulated"):
             run(["--src", str(src), "--dst", str(tmp_path / "out"), "--format", fmt])
         assert list(tmp_path.iterdir()) == []
+
+
+def test_module_entry_point_help_explains_each_step():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "motif_titan.upscale", "--help"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for step in ("1. width (--width-factor m): hypercloning", "2. heads (--signal-heads-per-group R)",
+                 "3. depth (--num-layers L'): LLaMA-Pro", "--dry-run", "--overwrite", "--noise-snr-db"):
+        assert step in proc.stdout, step
