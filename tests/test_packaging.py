@@ -13,6 +13,7 @@ def test_every_package_directory_is_listed_in_pyproject():
     found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "motif_titan").rglob("__init__.py")}
     found.add("motif_titan.kernels")
     assert found == listed
+    assert "motif_titan.upscale" in listed  # the upscaler CLI ships in the wheel
     assert config["package-dir"]["motif_titan.kernels"] == "kernels"
     assert (REPO / "kernels" / "__init__.py").is_file()
     assert not (REPO / "motif_titan" / "kernels").exists()  # kernels/ is the one source of motif_titan.kernels

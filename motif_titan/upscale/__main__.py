@@ -1,0 +1,163 @@
+"""``python -m motif_titan.upscale``: grow a Motif-2 checkpoint (e.g. Motif-2.6B into the Motif-2-12.7B shapes) so the
+bigger model starts out computing the smaller one's function."""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from motif_titan.model import motif2_args
+
+from .checkpoint_io import atomic_directory, infer_model_args, open_checkpoint, write_dcp, write_hf
+from .drift import logits_drift
+from .plan import DTYPES, FORMATS, UpscaleSpec, matching_flavor, plan_upscale
+from .upscaler import Upscaler
+
+DESCRIPTION = """\
+Grow a Motif-2 checkpoint while keeping its function: the upscaled model's logits equal the source's (up to the
+rounding of the written dtype, which is measured and reported after writing). Three steps, applied tensor by
+tensor so memory holds about one tensor at a time:
+
+1. width (--width-factor m): hypercloning. The residual stream becomes m copies of the source's; embeddings are
+   tiled along the hidden dim, every linear with a tiled input gets column blocks W/m (rows tiled when its output
+   is tiled too), wo and RMSNorm weights are tiled; head counts and head_dim stay. With --noise-snr-db the copies
+   get zero-sum noise (cancelling exactly because the copies are equal) so training can tell them apart.
+2. heads (--signal-heads-per-group R): GDA head growth from r to R signal heads per noise head (R a multiple of
+   r). Each signal head is copied R/r times inside its group and the copies share its wo columns (each / (R/r));
+   noise heads and kv heads are kept. Motif-2.6B's differential attention is GDA with r = 1.
+3. depth (--num-layers L'): LLaMA-Pro. After every (L/(L'-L))-th layer an identity copy of it is inserted
+   (attention wo and FFN w2 zero). Layers that move to a new index get their lambda vectors re-solved and their
+   subln weight rescaled, since GDA's lambda_init depends on the layer index.
+
+Motif-2.6B -> Motif-2-12.7B: --width-factor 2 --signal-heads-per-group 4 --num-layers 40.
+"""
+
+EPILOG = """\
+Inputs: an HF safetensors directory with Motif-2 tensor names (as on the Hub), or a TorchTitan DCP checkpoint of
+the motif2 model. Outputs: --format dcp writes a model-only DCP checkpoint for TorchTitan's
+checkpoint.initial_load_path (train the target flavor, e.g. --model.flavor 12.7B); --format hf writes safetensors
+shards. The output is written under a temporary name and renamed when complete.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m motif_titan.upscale", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--src", required=True,
+                   help="source checkpoint directory (HF safetensors or TorchTitan DCP); with --dry-run also a "
+                        "motif2 flavor name (e.g. 2.6B) to plan from its shapes")
+    p.add_argument("--dst", help="destination directory (required unless --dry-run)")
+    p.add_argument("--width-factor", type=_positive_int, default=1, metavar="N",
+                   help="step 1: multiply the hidden and FFN widths by N with hypercloning (default 1: no change)")
+    p.add_argument("--signal-heads-per-group", type=_positive_int, default=None, metavar="R",
+                   help="step 2: GDA signal heads per noise head in the target, a multiple of the source's "
+                        "(default: the source's)")
+    p.add_argument("--num-layers", type=_positive_int, default=None, metavar="L",
+                   help="step 3: target layer count L = L_src + L_src/k for an integer k (default: the source's)")
+    p.add_argument("--noise-snr-db", type=float, default=None, metavar="X",
+                   help="noisy cloning: add zero-sum noise at X dB SNR to every cloned block (about 10 in the "
+                        "hypercloning paper; default: symmetric, no noise)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    p.add_argument("--format", choices=FORMATS, default="dcp", help="output format (default dcp)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16",
+                   help="output dtype (default bf16; cloning runs in fp32, or fp64 for fp64). GDA lambda vectors, "
+                        "subln and PolyNorm weights are written in at least fp32, as the model uses them")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the source and target shapes, parameter counts and steps; read no weights, write "
+                        "nothing")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --dst")
+    p.add_argument("--verify-tokens", type=int, default=32, metavar="T",
+                   help="after writing, measure the logits drift on T random tokens, layer by layer in float64 "
+                        "(0 skips it; default 32)")
+    return p
+
+
+class _Progress:
+    """tqdm when installed, else a plain counter on stderr."""
+
+    def __init__(self, total: int, desc: str):
+        try:
+            from tqdm import tqdm
+            self._bar = tqdm(total=total, desc=desc, unit="tensor", file=sys.stderr)
+        except ImportError:
+            self._bar = None
+        self.total, self.done, self.desc = total, 0, desc
+
+    def update(self, key: str) -> None:
+        self.done += 1
+        if self._bar is not None:
+            self._bar.update(1)
+        else:
+            print(f"\r{self.desc}: {self.done}/{self.total} tensors", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        else:
+            print(file=sys.stderr)
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Parse, validate everything, then write; returns a summary (raises on bad input before writing)."""
+    args = build_parser().parse_args(argv)
+    spec = UpscaleSpec(width_factor=args.width_factor, signal_heads_per_group=args.signal_heads_per_group,
+                       num_layers=args.num_layers, noise_snr_db=args.noise_snr_db, seed=args.seed)
+    if not args.dry_run:
+        if args.dst is None:
+            raise ValueError("--dst is required (or pass --dry-run)")
+        if not args.overwrite and os.path.exists(args.dst):
+            raise FileExistsError(f"--dst {args.dst} exists; pass --overwrite to replace it")
+    if args.dry_run and args.src in motif2_args and not os.path.exists(args.src):
+        plan = plan_upscale(motif2_args[args.src], spec)  # plan from a flavor's shapes, no checkpoint needed
+        print(plan.describe(motif2_args), flush=True)
+        return {"plan": plan, "target_shapes_match_flavor": matching_flavor(plan.target, motif2_args)}
+    reader = open_checkpoint(args.src)
+    plan = plan_upscale(infer_model_args(reader), spec)
+    print(plan.describe(motif2_args), flush=True)
+    summary = {"source": reader.path.as_posix(), "source_format": reader.format, "spec": vars(spec).copy(),
+               "target_shapes_match_flavor": matching_flavor(plan.target, motif2_args)}
+    if args.dry_run:
+        return {**summary, "plan": plan}
+    upscaler = Upscaler(plan, reader, DTYPES[args.dtype])
+    start = time.monotonic()
+    with atomic_directory(args.dst, args.overwrite) as tmp:
+        progress = _Progress(len(upscaler.shapes), f"writing {args.format}")
+        if args.format == "hf":
+            write_hf(tmp, upscaler.shapes, upscaler.tensor, plan.target, reader.hf_config, progress.update)
+        else:
+            write_dcp(tmp, upscaler.shapes, upscaler.dtypes(), upscaler.tensor, progress.update)
+        progress.close()
+        summary["write_seconds"] = round(time.monotonic() - start, 2)
+        if args.verify_tokens > 0:
+            written = open_checkpoint(tmp)
+            summary["logits_drift"] = logits_drift(reader, plan.source, written, plan.target, args.verify_tokens)
+            print(f"measured logits drift of the written {args.dtype} checkpoint on {args.verify_tokens} random "
+                  f"tokens (float64 evaluation, max |diff| / max |source logit|): {summary['logits_drift']:.3e}")
+        (tmp / "upscale.json").write_text(json.dumps({**summary, "argv": argv if argv is not None else sys.argv[1:],
+                                                      "plan": plan.describe(motif2_args)}, indent=2))
+    print(f"wrote {args.dst} ({args.format}, {args.dtype}) in {summary['write_seconds']} s")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(argv)
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        print(f"python -m motif_titan.upscale: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""Streaming checkpoint reading and writing for the upscaler, one tensor at a time.
+
+Sources: a directory of HF safetensors (Motif-2 names, as on the Hub; ``config.json`` is read for eps / RoPE
+settings when present) or a TorchTitan DCP checkpoint of the motif2 model (model-only, as written by this tool or
+by ``last_save_model_only``, or a full training checkpoint: non-model entries are ignored). Tensors are read one
+by one (``safe_open`` / one-key DCP loads), never the whole model.
+
+Destinations are written to a temporary sibling directory that is renamed to the destination only once complete:
+- ``hf``: one safetensors shard for the embeddings, one per layer and one for the final norm and head, plus
+  ``model.safetensors.index.json`` (and ``config.json`` when the source had one, with the new shapes);
+- ``dcp``: a model-only DCP checkpoint keyed by parameter FQN, which TorchTitan's CheckpointManager loads with
+  ``checkpoint.initial_load_path`` (``initial_load_model_only`` is its default). Each tensor is produced only when
+  DCP's writer asks for it and goes to its own file, so at most one tensor is held at a time.
+"""
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+from motif_titan.model import Motif2ModelArgs, Motif2StateDictAdapter
+from motif_titan.model.state_dict_adapter import FROM_HF, TO_HF
+
+LAYER_KINDS = sorted({native.split(".", 2)[2] for native in FROM_HF.values() if native.startswith("layers.")})
+_TOP_LEVEL = ("tok_embeddings.weight", "norm.weight", "output.weight")
+# entries of a full TorchTitan checkpoint that are not model parameters
+_TRAINING_STATE_PREFIXES = ("optimizer", "lr_scheduler", "dataloader", "train_state")
+_HF_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+_LAYER_KEY = re.compile(r"^layers\.(\d+)\.(.+)$")
+
+
+class NotMotif2Error(ValueError):
+    """The source is not a Motif-2 checkpoint."""
+
+
+def _native_kind(key: str) -> str | None:
+    """``layers.{i}.X`` -> ``X``; a top-level parameter name -> itself; anything else -> None."""
+    match = _LAYER_KEY.match(key)
+    if match:
+        return match.group(2) if match.group(2) in LAYER_KINDS else None
+    return key if key in _TOP_LEVEL else None
+
+
+class CheckpointReader:
+    """Native (motif_titan) parameter names -> tensors, read lazily one at a time."""
+
+    path: Path
+    format: str
+    hf_config: dict
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    def get(self, key: str) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class HFSafetensorsReader(CheckpointReader):
+    format = "hf"
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.hf_config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        self._file_of: dict[str, Path] = {}
+        self._hf_key: dict[str, str] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        for file in sorted(path.glob("*.safetensors")):
+            with safe_open(file, framework="pt") as f:
+                for hf_key in f.keys():
+                    if hf_key.endswith(_HF_IGNORED_SUFFIXES):
+                        continue
+                    native = _native_name(hf_key)
+                    if native is None:
+                        raise NotMotif2Error(f"--src {path} is not a Motif-2 checkpoint: tensor {hf_key!r} in "
+                                             f"{file.name} has no Motif-2 name")
+                    self._file_of[native], self._hf_key[native] = file, hf_key
+                    self._shapes[native] = tuple(f.get_slice(hf_key).get_shape())
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict(self._shapes)
+
+    def get(self, key: str) -> torch.Tensor:
+        with safe_open(self._file_of[key], framework="pt") as f:
+            return f.get_tensor(self._hf_key[key])
+
+
+class DCPReader(CheckpointReader):
+    format = "dcp"
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.hf_config = {}
+        metadata = FileSystemReader(str(path)).read_metadata()
+        self._meta: dict[str, TensorStorageMetadata] = {}
+        for key, meta in metadata.state_dict_metadata.items():
+            if key.split(".", 1)[0] in _TRAINING_STATE_PREFIXES:
+                continue
+            if _native_kind(key) is None or not isinstance(meta, TensorStorageMetadata):
+                raise NotMotif2Error(f"--src {path} is not a Motif-2 checkpoint: entry {key!r} is not a Motif-2 "
+                                     "parameter")
+            self._meta[key] = meta
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {key: tuple(meta.size) for key, meta in self._meta.items()}
+
+    def get(self, key: str) -> torch.Tensor:
+        meta = self._meta[key]
+        state = {key: torch.empty(tuple(meta.size), dtype=meta.properties.dtype)}
+        with _single_process_dcp():
+            dcp.load(state, checkpoint_id=str(self.path), no_dist=True)
+        return state[key]
+
+
+@contextlib.contextmanager
+def _single_process_dcp() -> Iterator[None]:
+    """DCP warns on every call without a process group (one process is what the upscaler means), and wraps
+    errors in a CheckpointException (a BaseException): re-raise the original error of our single rank."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        try:
+            yield
+        except CheckpointException as e:
+            if len(e.failures) == 1:
+                (original, _trace), = e.failures.values()
+                raise original from None
+            raise
+
+
+def open_checkpoint(path: str | os.PathLike) -> CheckpointReader:
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--src {path}: no such directory")
+    if (path / ".metadata").is_file():
+        return DCPReader(path)
+    if any(path.glob("*.safetensors")):
+        return HFSafetensorsReader(path)
+    raise NotMotif2Error(f"--src {path} is not a Motif-2 checkpoint: neither a TorchTitan DCP checkpoint "
+                         "(.metadata) nor HF safetensors (*.safetensors)")
+
+
+def infer_model_args(reader: CheckpointReader) -> Motif2ModelArgs:
+    """The source's shapes, read off its tensors (eps / RoPE settings from an HF ``config.json`` when present);
+    every required tensor must be there with a shape that fits."""
+    shapes = reader.shapes()
+    where = f"--src {reader.path} is not a Motif-2 checkpoint"
+
+    def need(key: str) -> tuple[int, ...]:
+        if key not in shapes:
+            raise NotMotif2Error(f"{where}: missing {key!r} ({_hf_name(key)!r} in HF names)")
+        return shapes[key]
+
+    vocab, dim = need("tok_embeddings.weight")
+    layer_ids = sorted({int(m.group(1)) for m in map(_LAYER_KEY.match, shapes) if m})
+    if not layer_ids or layer_ids != list(range(len(layer_ids))):
+        raise NotMotif2Error(f"{where}: layers must be numbered 0..L-1, found {layer_ids}")
+    (head_dim,) = need("layers.0.attention.lambda_q1")
+    q_rows, _ = need("layers.0.attention.wq.weight")
+    kv_rows, _ = need("layers.0.attention.wk.weight")
+    _, wo_cols = need("layers.0.attention.wo.weight")
+    ffn, _ = need("layers.0.feed_forward.w1.weight")
+    n_heads, n_kv = q_rows // head_dim, kv_rows // head_dim
+    n_signal = wo_cols // (2 * head_dim)
+    config = reader.hf_config
+    overrides = {}
+    for field, hf_field in (("norm_eps", "rms_norm_eps"), ("rope_theta", "rope_theta"),
+                            ("max_seq_len", "max_position_embeddings")):
+        if hf_field in config:
+            overrides[field] = type(getattr(Motif2ModelArgs, field))(config[hf_field])
+    try:
+        args = Motif2ModelArgs(
+            dim=dim, n_layers=len(layer_ids), n_heads=n_heads, n_kv_heads=n_kv, n_noise_heads=n_heads - n_signal,
+            head_dim=head_dim, ffn_hidden_dim=ffn, vocab_size=vocab,
+            enable_weight_tying=_is_tied(reader, shapes), **overrides,
+        )
+    except ValueError as e:
+        raise NotMotif2Error(f"{where}: its shapes do not form a GDA model ({e})") from None
+    expected = expected_shapes(args, include_tied_output=False)
+    for key, shape in expected.items():
+        if need(key) != shape:
+            raise NotMotif2Error(f"{where}: {key!r} has shape {list(shapes[key])}, expected {list(shape)} for "
+                                 f"dim {dim}, {n_heads} q heads, {n_kv} kv heads, head_dim {head_dim}")
+    extra = sorted(set(shapes) - set(expected) - {"output.weight"})
+    if extra:
+        raise NotMotif2Error(f"{where}: unexpected tensors {extra[:3]}")
+    return args
+
+
+_HF_LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+
+
+def _native_name(hf_key: str) -> str | None:
+    """HF Motif-2 name -> native name, or None for a name that is not Motif-2's."""
+    match = _HF_LAYER_KEY.match(hf_key)
+    abstract = f"model.layers.{{}}.{match.group(2)}" if match else hf_key
+    if abstract not in FROM_HF:
+        return None
+    return FROM_HF[abstract].format(match.group(1)) if match else FROM_HF[abstract]
+
+
+def _is_tied(reader: CheckpointReader, shapes: dict[str, tuple[int, ...]]) -> bool:
+    """HF drops a tied head; a TorchTitan DCP checkpoint stores it under both names, with equal values."""
+    if "output.weight" not in shapes:
+        return True
+    if reader.format != "dcp" or shapes["output.weight"] != shapes.get("tok_embeddings.weight"):
+        return False
+    return torch.equal(reader.get("output.weight"), reader.get("tok_embeddings.weight"))
+
+
+def _hf_name(native: str) -> str:
+    match = _LAYER_KEY.match(native)
+    if match:
+        return TO_HF["layers.{}." + match.group(2)].format(match.group(1))
+    return TO_HF[native]
+
+
+def expected_shapes(args: Motif2ModelArgs, include_tied_output: bool = True) -> dict[str, tuple[int, ...]]:
+    """Native name -> shape of every parameter of a model with these args, in model order."""
+    d, dim, ffn = args.head_dim, args.dim, args.ffn_hidden_dim
+    per_layer = {
+        "attention.wq.weight": (args.n_heads * d, dim),
+        "attention.wk.weight": (args.n_kv_heads * d, dim),
+        "attention.wv.weight": (args.n_kv_heads * d, dim),
+        "attention.wo.weight": (dim, args.n_signal_heads * 2 * d),
+        "attention.lambda_q1": (d,), "attention.lambda_k1": (d,),
+        "attention.lambda_q2": (d,), "attention.lambda_k2": (d,),
+        "attention.subln.weight": (2 * d,),
+        "feed_forward.w1.weight": (ffn, dim),
+        "feed_forward.w2.weight": (dim, ffn),
+        "feed_forward.w3.weight": (ffn, dim),
+        "feed_forward.poly_norm.weight": (3,),
+        "feed_forward.poly_norm.bias": (1,),
+        "attention_norm.weight": (dim,),
+        "ffn_norm.weight": (dim,),
+    }
+    assert sorted(per_layer) == LAYER_KINDS, (sorted(per_layer), LAYER_KINDS)
+    shapes = {"tok_embeddings.weight": (args.vocab_size, dim)}
+    for i in range(args.n_layers):
+        shapes.update({f"layers.{i}.{kind}": shape for kind, shape in per_layer.items()})
+    shapes["norm.weight"] = (dim,)
+    if include_tied_output or not args.enable_weight_tying:
+        shapes["output.weight"] = (args.vocab_size, dim)
+    return shapes
+
+
+@contextlib.contextmanager
+def atomic_directory(dst: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
+    """Yield a fresh temporary directory next to ``dst``; on success it becomes ``dst`` (replacing an existing
+    ``dst`` only with ``overwrite``), on failure it is removed and ``dst`` is left as it was."""
+    dst = Path(dst)
+    if dst.exists() and not overwrite:
+        raise FileExistsError(f"--dst {dst} exists; pass --overwrite to replace it")
+    if not dst.parent.is_dir():
+        raise FileNotFoundError(f"--dst {dst}: parent directory {dst.parent} does not exist")
+    tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dst.exists():
+        old = dst.parent / f".{dst.name}.replaced-{os.getpid()}"
+        os.rename(dst, old)
+        os.rename(tmp, dst)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+        os.rename(tmp, dst)
+
+
+TensorSource = Callable[[str], torch.Tensor]
+
+
+def write_hf(directory: Path, shapes: dict[str, tuple[int, ...]], produce: TensorSource,
+             args: Motif2ModelArgs, hf_config: dict, on_tensor: Callable[[str], None]) -> None:
+    """Safetensors shards (embeddings | one per layer | final norm + head) and the index, in HF names."""
+    adapter = Motif2StateDictAdapter(args, None)
+    groups: dict[str, list[str]] = {}
+    for key in shapes:
+        match = _LAYER_KEY.match(key)
+        group = f"layer{match.group(1)}" if match else ("embed" if key == "tok_embeddings.weight" else "final")
+        groups.setdefault(group, []).append(key)
+    weight_map, total = {}, 0
+    for n, keys in enumerate(groups.values(), start=1):
+        name = f"model-{n:05d}-of-{len(groups):05d}.safetensors"
+        shard = {}
+        for key in keys:
+            tensor = produce(key)
+            on_tensor(key)
+            for hf_key, value in adapter.to_hf({key: tensor}).items():
+                shard[hf_key] = value.contiguous()
+                weight_map[hf_key] = name
+                total += value.numel() * value.element_size()
+        if shard:
+            save_file(shard, str(directory / name), metadata={"format": "pt"})
+        del shard
+    (directory / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    if hf_config:
+        config = dict(hf_config)
+        config.update(hidden_size=args.dim, intermediate_size=args.ffn_hidden_dim, num_hidden_layers=args.n_layers,
+                      num_attention_heads=args.n_heads, num_key_value_heads=args.n_kv_heads,
+                      tie_word_embeddings=args.enable_weight_tying)
+        (directory / "config.json").write_text(json.dumps(config, indent=2))
+
+
+class _LazySavePlanner(DefaultSavePlanner):
+    """DCP save planner whose state dict holds shape-only placeholders; the real tensor of each entry is made
+    when the writer asks for it."""
+
+    def __init__(self, produce: TensorSource, on_tensor: Callable[[str], None]):
+        super().__init__()
+        self._produce, self._on_tensor = produce, on_tensor
+
+    def resolve_data(self, write_item):
+        tensor = self._produce(write_item.index.fqn)
+        self._on_tensor(write_item.index.fqn)
+        return tensor
+
+
+def write_dcp(directory: Path, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, torch.dtype],
+              produce: TensorSource, on_tensor: Callable[[str], None]) -> None:
+    """A model-only DCP checkpoint (keys = parameter FQNs), one file per tensor, tensors made one at a time."""
+    placeholders = {
+        key: torch.empty_strided(shape, (0,) * len(shape), dtype=dtypes[key]) for key, shape in shapes.items()
+    }
+    with _single_process_dcp():
+        dcp.save(placeholders, storage_writer=FileSystemWriter(str(directory), single_file_per_rank=False),
+                 planner=_LazySavePlanner(produce, on_tensor), no_dist=True)
