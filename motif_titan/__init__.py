@@ -13,6 +13,7 @@ from torchtitan.protocols import train_spec as _train_spec_registry
 
 from motif_titan.data.text_dataloader import build_text_dataloader, build_tokenizer
 from motif_titan.infra.parallelize import parallelize_motif2
+from motif_titan.infra.pipeline import pipeline_motif2
 from motif_titan.metrics import build_metrics_processor
 from motif_titan.model import Motif2Model, Motif2StateDictAdapter, motif2_args
 from motif_titan.optim.builder import build_muon_optimizers
@@ -23,14 +24,14 @@ TRAIN_SPEC_NAME = "motif2"
 
 
 def get_train_spec() -> TrainSpec:
-    """The motif2 TrainSpec: Motif-2 model and flavors, its parallelize_fn and HF adapter, the embedded-data
-    tokenizer/dataloader builders, Muon (Parallel / Distributed / single) or TorchTitan's AdamW, and TorchTitan's
-    own LR scheduler, loss and validator."""
+    """The motif2 TrainSpec: Motif-2 model and flavors, its parallelize_fn, pipelining_fn and HF adapter, the
+    embedded-data tokenizer/dataloader builders, Muon (Parallel / Distributed / single) or TorchTitan's AdamW,
+    and TorchTitan's own LR scheduler, loss and validator."""
     return TrainSpec(
         model_cls=Motif2Model,
         model_args=motif2_args,
         parallelize_fn=parallelize_motif2,
-        pipelining_fn=None,
+        pipelining_fn=pipeline_motif2,
         build_optimizers_fn=build_muon_optimizers,
         build_lr_schedulers_fn=build_lr_schedulers,
         build_dataloader_fn=build_text_dataloader,
