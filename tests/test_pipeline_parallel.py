@@ -9,8 +9,6 @@ is divided, the gradients are not), so grad_norm is logged in sum units under PP
 (``training.max_norm``) the clipped updates, and so the losses, are the same.
 """
 
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -18,32 +16,8 @@ import pytest
 from motif_titan.infra.pipeline import pipeline_motif2
 from motif_titan.model import motif2_args
 
-from test_training_runs import DEBUG_TOML, run_training
-
-COMMON = ["--training.steps", "4", "--training.local_batch_size", "4", "--lr_scheduler.warmup_steps", "2"]
-
-
-@pytest.fixture(scope="module")
-def seed_checkpoint(tmp_path_factory) -> str:
-    dump = tmp_path_factory.mktemp("seed") / "run"
-    cmd = [sys.executable, "-m", "motif_titan.train", "--job.config_file", str(DEBUG_TOML), "--job.dump_folder",
-           str(dump), "--checkpoint.enable", "--checkpoint.create_seed_checkpoint",
-           "--parallelism.data_parallel_shard_degree", "1", "--training.steps", "1"]
-    proc = subprocess.run(cmd, cwd=dump.parent, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    step0 = dump / "checkpoint" / "step-0"
-    assert (step0 / ".metadata").is_file()
-    return str(step0)
-
-
-def _from_seed(seed_checkpoint: str) -> list[str]:
-    return ["--checkpoint.enable", "--checkpoint.initial_load_path", seed_checkpoint, "--checkpoint.interval", "100"]
-
-
-@pytest.fixture(scope="module")
-def reference_losses(tmp_path_factory, seed_checkpoint) -> dict[int, str]:
-    """The plain single-rank run from the seed checkpoint."""
-    return run_training(tmp_path_factory.mktemp("reference") / "run", 1, *COMMON, *_from_seed(seed_checkpoint))
+from conftest import SHORT_RUN, from_seed
+from test_training_runs import run_training
 
 
 @pytest.mark.parametrize("nproc,layout", [
@@ -51,9 +25,9 @@ def reference_losses(tmp_path_factory, seed_checkpoint) -> dict[int, str]:
     (4, ["--parallelism.pipeline_parallel_schedule", "Interleaved1F1B",
          "--parallelism.pipeline_parallel_microbatch_size", "1", "--parallelism.tensor_parallel_degree", "2"]),
 ], ids=["pp2_1f1b", "pp2_x_tp2_interleaved"])
-def test_pipeline_run_logs_the_single_rank_losses(tmp_path, seed_checkpoint, reference_losses, nproc, layout):
-    reference = reference_losses
-    losses, log = run_training(tmp_path / "pp", nproc, *COMMON, *_from_seed(seed_checkpoint),
+def test_pipeline_run_logs_the_single_rank_losses(tmp_path, seed_checkpoint, single_rank_reference, nproc, layout):
+    reference, _ = single_rank_reference
+    losses, log = run_training(tmp_path / "pp", nproc, *SHORT_RUN, *from_seed(seed_checkpoint),
                                "--parallelism.pipeline_parallel_degree", "2",
                                "--parallelism.data_parallel_shard_degree", "1", *layout, return_log=True)
     assert "building stage_idx 1" in log

@@ -23,7 +23,8 @@ from motif_titan.infra.tensor_parallel_polynorm import TensorParallelPolyNorm
 from motif_titan.kernels import poly_norm_mul_reference
 from motif_titan.model import Motif2Model, Motif2ModelArgs, PolyNorm
 
-from test_training_runs import mean_loss, run_training
+from conftest import SHORT_RUN, from_seed, grad_norms_of
+from test_training_runs import run_training
 
 TINY = dict(dim=32, n_layers=2, head_dim=8, ffn_hidden_dim=64, vocab_size=96, max_seq_len=32, rope_theta=10_000.0)
 LAYOUTS = {
@@ -125,7 +126,7 @@ def test_tensor_parallel_matches_single_rank_model(tmp_path, world, tp):
 
 def _polynorm_worker(rank: int, init_file: str, result_file: str) -> None:
     """TensorParallelPolyNorm on each rank's half of the hidden dim equals PolyNorm on whole rows (values and
-    gradients of x, mul, weight, bias), in fp64."""
+    gradients of x, mul, weight, bias), in fp64, eager and compiled."""
     torch.set_default_dtype(torch.float64)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
                             timeout=timedelta(seconds=120))
@@ -143,16 +144,19 @@ def _polynorm_worker(rank: int, init_file: str, result_file: str) -> None:
         poly.bias.data.copy_(bias)
         sharded = TensorParallelPolyNorm(poly, mesh)
         assert sharded.weight is poly.weight and sharded.bias is poly.bias
-        xs, ms = x[..., half].clone().requires_grad_(), mul[..., half].clone().requires_grad_()
-        y = sharded(xs, ms)
-        (y * g[..., half]).sum().backward()
-        torch.testing.assert_close(y, poly_norm_mul_reference(x, mul, weight, bias, 1e-6)[..., half])
-        torch.testing.assert_close(xs.grad, ref_leaves[0].grad[..., half])
-        torch.testing.assert_close(ms.grad, ref_leaves[1].grad[..., half])
-        for param, ref in ((poly.weight, ref_leaves[2]), (poly.bias, ref_leaves[3])):
-            total = param.grad.clone()
-            dist.all_reduce(total)  # plain parameters: each rank holds its channels' partial sum
-            torch.testing.assert_close(total, ref.grad)
+        # eager, then traced by torch.compile (AOTAutograd, no codegen): the differentiable all-reduce must trace
+        for forward in (sharded, torch.compile(sharded, backend="aot_eager", fullgraph=True)):
+            poly.zero_grad()
+            xs, ms = x[..., half].clone().requires_grad_(), mul[..., half].clone().requires_grad_()
+            y = forward(xs, ms)
+            (y * g[..., half]).sum().backward()
+            torch.testing.assert_close(y, poly_norm_mul_reference(x, mul, weight, bias, 1e-6)[..., half])
+            torch.testing.assert_close(xs.grad, ref_leaves[0].grad[..., half])
+            torch.testing.assert_close(ms.grad, ref_leaves[1].grad[..., half])
+            for param, ref in ((poly.weight, ref_leaves[2]), (poly.bias, ref_leaves[3])):
+                total = param.grad.clone()
+                dist.all_reduce(total)  # plain parameters: each rank holds its channels' partial sum
+                torch.testing.assert_close(total, ref.grad)
     except Exception:
         with open(f"{result_file}.{rank}", "w") as f:
             f.write(traceback.format_exc())
@@ -166,10 +170,18 @@ def test_tensor_parallel_polynorm_matches_whole_rows(tmp_path):
     assert not reports, "\n\n".join(reports)
 
 
-def test_tp2_training_run_loss_falls(tmp_path):
-    """TorchTitan's trainer with tensor_parallel_degree 2 (sequence-parallel norms, loss parallel) on gloo."""
-    losses = run_training(tmp_path / "run", 2, "--parallelism.tensor_parallel_degree", "2",
-                          "--parallelism.data_parallel_shard_degree", "1", "--training.steps", "10",
-                          "--training.local_batch_size", "4")
-    assert sorted(losses) == list(range(1, 11))
-    assert mean_loss(losses, range(8, 11)) < mean_loss(losses, range(1, 3)) - 0.7, losses
+def test_tp2_training_run_logs_the_single_rank_losses_and_grad_norms(tmp_path, seed_checkpoint,
+                                                                      single_rank_reference):
+    """TorchTitan's trainer with tensor_parallel_degree 2 (sequence-parallel norms, loss parallel) on gloo, from
+    the seed checkpoint: same losses and same clipped grad norms (replicated parameters' Partial gradients are
+    summed before clipping) as the single-rank run."""
+    ref_losses, ref_grad_norms = single_rank_reference
+    losses, log = run_training(tmp_path / "run", 2, *SHORT_RUN, *from_seed(seed_checkpoint),
+                               "--parallelism.tensor_parallel_degree", "2",
+                               "--parallelism.data_parallel_shard_degree", "1", return_log=True)
+    grad_norms = grad_norms_of(log)
+    assert sorted(losses) == sorted(grad_norms) == sorted(ref_losses) == [1, 2, 3, 4]
+    for step in ref_losses:
+        assert float(losses[step]) == pytest.approx(float(ref_losses[step]), abs=2e-5), (losses, ref_losses)
+        assert float(grad_norms[step]) == pytest.approx(float(ref_grad_norms[step]), rel=1e-3), (grad_norms,
+                                                                                                 ref_grad_norms)

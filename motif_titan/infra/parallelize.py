@@ -33,7 +33,7 @@ from torchtitan.distributed.tensor_parallel import maybe_enable_async_tp
 from torchtitan.models.llama3.infra.parallelize import apply_compile, disable_fsdp_gradient_division
 from torchtitan.tools.logging import logger
 
-from motif_titan.model.args import Motif2ModelArgs
+from motif_titan.model.args import Motif2ModelArgs, context_parallel_unsupported
 from motif_titan.model.model import GroupedDiffAttention, TransformerBlock
 
 from .tensor_parallel_polynorm import TensorParallelPolyNorm
@@ -131,16 +131,6 @@ def apply_fsdp(
                     reshard_after_forward=reshard_after_forward_policy == "always")
     fully_shard(model, **fsdp_config)
     disable_fsdp_gradient_division(model)
-
-
-def context_parallel_unsupported(degree: int) -> str:
-    return (
-        f"parallelism.context_parallel_degree = {degree}: motif2 has no context parallel plan. TorchTitan 0.2.2's "
-        "context parallelism swaps the attention module's SDPA/flex call for ring attention on sequence-sharded "
-        "q/k/v; GDA makes four attention calls per layer (signal and noise maps, each over the two 128-wide V "
-        "halves, with GQA-style shared kv heads) and its SDPA path has no attention module to wrap. Allowed: 1; "
-        "scale long sequences with tensor parallelism (sequence-parallel norms) and activation checkpointing."
-    )
 
 
 def check_tp_layout(model_args: Motif2ModelArgs, tp_degree: int, seq_len: int) -> None:

@@ -20,27 +20,28 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def _all_reduce_sum(t: torch.Tensor, mesh: DeviceMesh) -> torch.Tensor:
-    out = funcol.all_reduce(t, "sum", mesh)
+def _all_reduce_sum(t: torch.Tensor, group_name: str) -> torch.Tensor:
+    out = funcol.all_reduce(t, "sum", group_name)
     return out.wait() if isinstance(out, funcol.AsyncCollectiveTensor) else out
 
 
 class _SumOverGroup(torch.autograd.Function):
-    """y = sum over the tp group of t, on every rank; the gradient of t is the group sum of the gradients of y."""
+    """y = sum over the group of t, on every rank; the gradient of t is the group sum of the gradients of y.
+    The group travels by name (a string), which torch.compile traces as a constant."""
 
     @staticmethod
-    def forward(ctx, t: torch.Tensor, mesh: DeviceMesh) -> torch.Tensor:
-        ctx.mesh = mesh
-        return _all_reduce_sum(t, mesh)
+    def forward(ctx, t: torch.Tensor, group_name: str) -> torch.Tensor:
+        ctx.group_name = group_name
+        return _all_reduce_sum(t, group_name)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return _all_reduce_sum(grad.contiguous(), ctx.mesh), None
+        return _all_reduce_sum(grad.contiguous(), ctx.group_name), None
 
 
 def sum_over_group(t: torch.Tensor, mesh: DeviceMesh) -> torch.Tensor:
     """Differentiable all-reduce (sum) over a 1-D device mesh."""
-    return _SumOverGroup.apply(t, mesh)
+    return _SumOverGroup.apply(t, mesh.get_group().group_name)
 
 
 class TensorParallelPolyNorm(PolyNorm):

@@ -10,6 +10,18 @@ ATTN_TYPES = ("sdpa", "flex")
 ATTN_MASK_TYPES = ("causal", "block_causal")
 
 
+def context_parallel_unsupported(degree: int) -> str:
+    """Why motif2 refuses context parallelism (one message for the config check and the parallelize_fn)."""
+    return (
+        f"parallelism.context_parallel_degree = {degree}: motif2 has no context parallel plan for GDA attention; "
+        "allowed: 1. TorchTitan 0.2.2 applies context parallelism by wrapping an attention module's SDPA/flex "
+        "call (ring attention for SDPA: CUDA flash/efficient/cudnn kernels only), while GDA calls attention four "
+        "times per layer (signal and noise maps over the two V halves) and MuonClip's max-logit recording assumes "
+        "the whole causal sequence on each rank. Use tensor parallelism (sequence-parallel norms) and activation "
+        "checkpointing for long sequences."
+    )
+
+
 @dataclass
 class Motif2ModelArgs(BaseModelArgs):
     """Shapes of a Motif-2 model with Grouped Differential Attention (GDA) and a PolyNorm FFN.
@@ -107,10 +119,7 @@ class Motif2ModelArgs(BaseModelArgs):
                     f"{par.tensor_parallel_degree} (the sequence-parallel norms split the sequence evenly)"
                 )
         if par.context_parallel_degree != 1:
-            raise NotImplementedError(
-                f"parallelism.context_parallel_degree = {par.context_parallel_degree}: motif2 has no context "
-                f"parallel plan for GDA attention; allowed: 1 (see motif_titan/infra/parallelize.py)"
-            )
+            raise NotImplementedError(context_parallel_unsupported(par.context_parallel_degree))
         if par.pipeline_parallel_degree != 1 and self.enable_weight_tying:
             raise NotImplementedError(
                 f"parallelism.pipeline_parallel_degree = {par.pipeline_parallel_degree} with flavor "
