@@ -185,3 +185,18 @@ def test_tp2_training_run_logs_the_single_rank_losses_and_grad_norms(tmp_path, s
         assert float(losses[step]) == pytest.approx(float(ref_losses[step]), abs=2e-5), (losses, ref_losses)
         assert float(grad_norms[step]) == pytest.approx(float(ref_grad_norms[step]), rel=1e-3), (grad_norms,
                                                                                                  ref_grad_norms)
+
+
+def test_tp2_parallel_muon_with_muonclip_tracks_the_single_rank_run(tmp_path, seed_checkpoint):
+    """ParallelMuon on TP-sharded matrices and MuonClip (threshold 1: heads are clipped every step, from the max
+    logits each rank records at its groups' global head indices). Newton-Schulz runs in bf16 on differently
+    sharded inputs, so the losses agree to a few 1e-4, not bit for bit."""
+    muon = [*SHORT_RUN, *from_seed(seed_checkpoint), "--optimizer.name", "ParallelMuon", "--optimizer.lr", "0.02",
+            "--optimizer.qk_clip_threshold", "1.0"]
+    reference = run_training(tmp_path / "reference", 1, *muon)
+    losses = run_training(tmp_path / "tp2", 2, *muon, "--parallelism.tensor_parallel_degree", "2",
+                          "--parallelism.data_parallel_shard_degree", "1")
+    assert sorted(losses) == sorted(reference) == [1, 2, 3, 4]
+    assert float(reference[4]) < float(reference[1]) - 1.0, reference
+    for step in reference:
+        assert float(losses[step]) == pytest.approx(float(reference[step]), abs=2e-3), (losses, reference)
