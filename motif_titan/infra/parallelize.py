@@ -34,7 +34,7 @@ from torchtitan.models.llama3.infra.parallelize import apply_compile, disable_fs
 from torchtitan.tools.logging import logger
 
 from motif_titan.model.args import Motif2ModelArgs, context_parallel_unsupported
-from motif_titan.model.model import GroupedDiffAttention, TransformerBlock
+from motif_titan.model.model import GroupedDiffAttention
 
 from .tensor_parallel_polynorm import TensorParallelPolyNorm
 
@@ -174,7 +174,6 @@ def apply_tp(model: nn.Module, tp_mesh: DeviceMesh, loss_parallel: bool) -> None
 
     q_heads_per_rank = model_args.n_heads // tp
     for block in model.layers.values():
-        block: TransformerBlock
         parallelize_module(block, tp_mesh, {
             "attention_norm": SequenceParallel(),
             "attention": PrepareModuleInput(
