@@ -29,7 +29,7 @@ def seed_checkpoint(tmp_path_factory) -> str:
 
     dump = tmp_path_factory.mktemp("seed") / "run"
     cmd = [sys.executable, "-m", "motif_titan.train", "--job.config_file", str(DEBUG_TOML), "--job.dump_folder",
-           str(dump), "--checkpoint.enable", "--checkpoint.create_seed_checkpoint",
+           str(dump), "--checkpoint.enable", "--checkpoint.create_seed_checkpoint", "--debug.seed", "1234",
            "--parallelism.data_parallel_shard_degree", "1", "--training.steps", "1"]
     proc = subprocess.run(cmd, cwd=dump.parent, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
