@@ -37,8 +37,19 @@ def test_pipeline_run_logs_the_single_rank_losses(tmp_path, seed_checkpoint, sin
         assert float(losses[step]) == pytest.approx(float(loss), abs=2e-5), (step, losses, reference)
 
 
-def test_pipeline_split_names_unknown_modules():
+def test_pipeline_refuses_muonclip():
+    """MuonClip's cross-rank MAX is keyed by a layer's position in the rank's model part: wrong under PP."""
     job = SimpleNamespace(model=SimpleNamespace(flavor="debugmodel"),
+                          optimizer=SimpleNamespace(qk_clip_threshold=100.0),
+                          parallelism=SimpleNamespace(module_fqns_per_model_part=None))
+    with pytest.raises(NotImplementedError, match=r"optimizer.qk_clip_threshold = 100.0 with "
+                                                  r"parallelism.pipeline_parallel_degree = 2: .* Allowed under PP: "
+                                                  r"optimizer.qk_clip_threshold = 0 \(off\)"):
+        pipeline_motif2(None, SimpleNamespace(pp=2), job, None, motif2_args["debugmodel"], None, None)
+
+
+def test_pipeline_split_names_unknown_modules():
+    job = SimpleNamespace(model=SimpleNamespace(flavor="debugmodel"), optimizer=SimpleNamespace(),
                           parallelism=SimpleNamespace(module_fqns_per_model_part=[["tok_embeddings", "layers.0"],
                                                                                   ["layers.9", "lm_head"]]))
     with pytest.raises(ValueError, match=r"module_fqns_per_model_part names \['layers.9', 'lm_head'\], which "

@@ -34,6 +34,14 @@ def pipeline_motif2(
             "whose embedding and output head are one tied matrix: the first and last pipeline stages cannot share "
             "it. Use pipeline_parallel_degree = 1 or an untied flavor."
         )
+    qk_clip_threshold = getattr(job_config.optimizer, "qk_clip_threshold", 0.0)
+    if qk_clip_threshold > 0:
+        raise NotImplementedError(
+            f"optimizer.qk_clip_threshold = {qk_clip_threshold} with parallelism.pipeline_parallel_degree = "
+            f"{parallel_dims.pp}: MuonClip MAX-reduces each layer's per-head max logits over all ranks by the "
+            "layer's position in the rank's model part, and pipeline stages hold different layers, so layers of "
+            "different stages would be merged. Allowed under PP: optimizer.qk_clip_threshold = 0 (off)."
+        )
     fqns = job_config.parallelism.module_fqns_per_model_part
     if fqns is not None:
         known = {"tok_embeddings", "norm", "output", *(f"layers.{i}" for i in range(model_args.n_layers))}
