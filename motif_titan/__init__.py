@@ -15,6 +15,7 @@ from motif_titan.data.curriculum_dataloader import build_curriculum_dataloader
 from motif_titan.data.text_dataloader import build_tokenizer
 from motif_titan.infra import float8 as _float8  # noqa: F401  registers quantize.linear.float8_auto_filter
 from motif_titan.infra.parallelize import parallelize_motif2
+from motif_titan.infra.pipeline import pipeline_motif2
 from motif_titan.metrics import build_metrics_processor
 from motif_titan.model import Motif2Model, Motif2StateDictAdapter, motif2_args
 from motif_titan.optim.builder import build_muon_optimizers
@@ -25,15 +26,15 @@ TRAIN_SPEC_NAME = "motif2"
 
 
 def get_train_spec() -> TrainSpec:
-    """The motif2 TrainSpec: Motif-2 model and flavors, its parallelize_fn and HF adapter, the embedded-data
-    tokenizer, the curriculum dataloader (``[curriculum]``; without it the text dataloader of
+    """The motif2 TrainSpec: Motif-2 model and flavors, its parallelize_fn, pipelining_fn and HF adapter, the
+    embedded-data tokenizer, the curriculum dataloader (``[curriculum]``; without it the text dataloader of
     ``training.dataset``), Muon (Parallel / Distributed / single) or TorchTitan's AdamW, and TorchTitan's own LR
     scheduler, loss and validator."""
     return TrainSpec(
         model_cls=Motif2Model,
         model_args=motif2_args,
         parallelize_fn=parallelize_motif2,
-        pipelining_fn=None,
+        pipelining_fn=pipeline_motif2,
         build_optimizers_fn=build_muon_optimizers,
         build_lr_schedulers_fn=build_lr_schedulers,
         build_dataloader_fn=build_curriculum_dataloader,

@@ -7,3 +7,51 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+# ---- one seed checkpoint and one single-rank reference run, shared by the TP / PP run tests -------------------
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+GRAD_NORM = re.compile(r"step:\s+(\d+)\s+loss:\s+[0-9.]+\s+grad_norm:\s+([0-9.]+)")
+SHORT_RUN = ["--training.steps", "4", "--training.local_batch_size", "4", "--lr_scheduler.warmup_steps", "2"]
+
+
+@pytest.fixture(scope="session")
+def seed_checkpoint(tmp_path_factory) -> str:
+    """The debug model's initial weights saved once (TorchTitan's --checkpoint.create_seed_checkpoint), so runs
+    that split the model differently (TP, PP) start from the same values as a single-rank run."""
+    from test_training_runs import DEBUG_TOML
+
+    dump = tmp_path_factory.mktemp("seed") / "run"
+    cmd = [sys.executable, "-m", "motif_titan.train", "--job.config_file", str(DEBUG_TOML), "--job.dump_folder",
+           str(dump), "--checkpoint.enable", "--checkpoint.create_seed_checkpoint", "--debug.seed", "1234",
+           "--parallelism.data_parallel_shard_degree", "1", "--training.steps", "1"]
+    proc = subprocess.run(cmd, cwd=dump.parent, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    step0 = dump / "checkpoint" / "step-0"
+    assert (step0 / ".metadata").is_file()
+    return str(step0)
+
+
+def grad_norms_of(log: str) -> dict[int, str]:
+    """{step: grad_norm as logged} (steps whose logged loss is -1, i.e. not a last pipeline stage, are skipped)."""
+    return {int(step): norm for step, norm in GRAD_NORM.findall(log)}
+
+
+def from_seed(seed_checkpoint: str) -> list[str]:
+    return ["--checkpoint.enable", "--checkpoint.initial_load_path", seed_checkpoint, "--checkpoint.interval", "100"]
+
+
+@pytest.fixture(scope="session")
+def single_rank_reference(tmp_path_factory, seed_checkpoint) -> tuple[dict[int, str], dict[int, str]]:
+    """({step: loss}, {step: grad_norm}) of the plain single-rank run of SHORT_RUN from the seed checkpoint."""
+    from test_training_runs import run_training
+
+    losses, log = run_training(tmp_path_factory.mktemp("reference") / "run", 1, *SHORT_RUN,
+                               *from_seed(seed_checkpoint), return_log=True)
+    return losses, grad_norms_of(log)

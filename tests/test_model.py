@@ -156,11 +156,40 @@ def test_seq_len_above_flavor_max_names_the_field():
     assert args.max_seq_len == 2048
 
 
-@pytest.mark.parametrize("field", ["tensor_parallel_degree", "context_parallel_degree", "pipeline_parallel_degree"])
-def test_parallelism_not_built_yet_is_refused(field):
+@pytest.mark.parametrize("flavor,degree,allowed", [("debugmodel", 4, "[1, 2]"), ("12.7B", 3, "[1, 2, 4, 8]"),
+                                                    ("12.7B", 16, "[1, 2, 4, 8]")])
+def test_tp_degree_that_splits_a_gda_group_names_the_field_and_allowed_degrees(flavor, degree, allowed):
+    args = dataclasses.replace(motif2_args[flavor])
+    with pytest.raises(ValueError, match=re.escape(f"parallelism.tensor_parallel_degree = {degree}: ") + ".*"
+                       + re.escape(f"allowed: {allowed}")):
+        args.update_from_config(_job("--model.flavor", flavor, "--training.seq_len", "256",
+                                     "--parallelism.tensor_parallel_degree", str(degree)))
+    args.update_from_config(_job("--model.flavor", flavor, "--training.seq_len", "256",
+                                 "--parallelism.tensor_parallel_degree", "2"))
+
+
+def test_tp_needs_a_sequence_that_splits_evenly():
     args = dataclasses.replace(motif2_args["debugmodel"])
-    with pytest.raises(NotImplementedError, match=rf"parallelism.{field} = 2: motif2 does not support"):
-        args.update_from_config(_job(f"--parallelism.{field}", "2"))
+    with pytest.raises(ValueError, match=r"training.seq_len = 129 must be a multiple of "
+                                         r"parallelism.tensor_parallel_degree = 2"):
+        args.update_from_config(_job("--training.seq_len", "129", "--parallelism.tensor_parallel_degree", "2"))
+
+
+@pytest.mark.parametrize("cli,message", [
+    (["--parallelism.context_parallel_degree", "2"], "parallelism.context_parallel_degree = 2: motif2 has no context"),
+    (["--parallelism.expert_parallel_degree", "2"], "parallelism.expert_parallel_degree = 2: motif2 has no experts"),
+    (["--model.flavor", "debugmodel_diffattn", "--parallelism.pipeline_parallel_degree", "2"],
+     "parallelism.pipeline_parallel_degree = 2 with flavor 'debugmodel_diffattn', whose embedding and output head"),
+])
+def test_unsupported_parallelism_is_refused_naming_the_field(cli, message):
+    args = dataclasses.replace(motif2_args["debugmodel_diffattn" if "debugmodel_diffattn" in cli else "debugmodel"])
+    with pytest.raises(NotImplementedError, match=re.escape(message)):
+        args.update_from_config(_job(*cli))
+
+
+def test_pipeline_parallel_is_accepted_for_untied_flavors():
+    args = dataclasses.replace(motif2_args["debugmodel"])
+    args.update_from_config(_job("--parallelism.pipeline_parallel_degree", "2"))
 
 
 def test_converters_other_than_fp8_linears_are_refused():

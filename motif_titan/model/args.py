@@ -12,6 +12,18 @@ ATTN_TYPES = ("sdpa", "flex")
 ATTN_MASK_TYPES = ("causal", "block_causal")
 
 
+def context_parallel_unsupported(degree: int) -> str:
+    """Why motif2 refuses context parallelism (one message for the config check and the parallelize_fn)."""
+    return (
+        f"parallelism.context_parallel_degree = {degree}: motif2 has no context parallel plan for GDA attention; "
+        "allowed: 1. TorchTitan 0.2.2 applies context parallelism by wrapping an attention module's SDPA/flex "
+        "call (ring attention for SDPA: CUDA flash/efficient/cudnn kernels only), while GDA calls attention four "
+        "times per layer (signal and noise maps over the two V halves) and MuonClip's max-logit recording assumes "
+        "the whole causal sequence on each rank. Use tensor parallelism (sequence-parallel norms) and activation "
+        "checkpointing for long sequences."
+    )
+
+
 @dataclass
 class Motif2ModelArgs(BaseModelArgs):
     """Shapes of a Motif-2 model with Grouped Differential Attention (GDA) and a PolyNorm FFN.
@@ -76,6 +88,22 @@ class Motif2ModelArgs(BaseModelArgs):
         """Signal heads per group (1 = the Differential Transformer)."""
         return self.n_signal_heads // self.n_noise_heads
 
+    def allowed_tp_degrees(self) -> list[int]:
+        """Tensor parallel degrees that keep whole GDA groups per rank (they divide the number of groups) and
+        split the FFN hidden dim and the vocabulary evenly."""
+        return [d for d in range(1, self.n_noise_heads + 1)
+                if self.n_noise_heads % d == 0 and self.ffn_hidden_dim % d == 0 and self.vocab_size % d == 0]
+
+    def check_tp_degree(self, degree: int) -> None:
+        allowed = self.allowed_tp_degrees()
+        if degree not in allowed:
+            raise ValueError(
+                f"parallelism.tensor_parallel_degree = {degree}: tensor parallelism keeps whole GDA groups on "
+                f"each rank, so the degree must divide n_noise_heads = {self.n_noise_heads} (the number of "
+                f"groups), ffn_hidden_dim = {self.ffn_hidden_dim} and vocab_size = {self.vocab_size}; "
+                f"allowed: {allowed}"
+            )
+
     def update_from_config(self, job_config: JobConfig, **kwargs) -> None:
         """Check the job against this flavor before anything is built; raise naming the TOML field."""
         seq_len = job_config.training.seq_len
@@ -85,19 +113,27 @@ class Motif2ModelArgs(BaseModelArgs):
                 f"'{job_config.model.flavor}'; use training.seq_len <= {self.max_seq_len}"
             )
         par = job_config.parallelism
-        not_yet = {
-            "parallelism.tensor_parallel_degree": par.tensor_parallel_degree,
-            "parallelism.context_parallel_degree": par.context_parallel_degree,
-            "parallelism.pipeline_parallel_degree": par.pipeline_parallel_degree,
-            "parallelism.expert_parallel_degree": par.expert_parallel_degree,
-        }
-        for field, degree in not_yet.items():
-            if degree != 1:
-                raise NotImplementedError(
-                    f"{field} = {degree}: motif2 does not support this parallelism yet (tensor, context and "
-                    f"pipeline parallel plans for GDA come in a later release; motif2 has no experts). "
-                    f"Set {field} = 1 and use data_parallel_shard_degree / data_parallel_replicate_degree."
+        if par.tensor_parallel_degree != 1:
+            self.check_tp_degree(par.tensor_parallel_degree)
+            if seq_len % par.tensor_parallel_degree:
+                raise ValueError(
+                    f"training.seq_len = {seq_len} must be a multiple of parallelism.tensor_parallel_degree = "
+                    f"{par.tensor_parallel_degree} (the sequence-parallel norms split the sequence evenly)"
                 )
+        if par.context_parallel_degree != 1:
+            raise NotImplementedError(context_parallel_unsupported(par.context_parallel_degree))
+        if par.pipeline_parallel_degree != 1 and self.enable_weight_tying:
+            raise NotImplementedError(
+                f"parallelism.pipeline_parallel_degree = {par.pipeline_parallel_degree} with flavor "
+                f"'{job_config.model.flavor}', whose embedding and output head are one tied matrix: pipeline "
+                f"stages would split it between the first and last stage. Use pipeline_parallel_degree = 1 or an "
+                f"untied flavor (enable_weight_tying=False)."
+            )
+        if par.expert_parallel_degree != 1:
+            raise NotImplementedError(
+                f"parallelism.expert_parallel_degree = {par.expert_parallel_degree}: motif2 has no experts; "
+                f"allowed: 1"
+            )
         converters = list(job_config.model.converters)
         unsupported = [c for c in converters if c not in SUPPORTED_CONVERTERS]
         if unsupported:

@@ -13,6 +13,7 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.tensor import DTensor, Partial
 from torch.nn.attention.flex_attention import BlockMask, and_masks
 from torchtitan.components.tokenizer import BaseTokenizer
 from torchtitan.models.attention import (
@@ -49,6 +50,16 @@ def precompute_rope_cache(
 def _upcast(x: torch.Tensor) -> torch.Tensor:
     """x in at least fp32 (bf16/fp16 -> fp32; fp32/fp64 unchanged)."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def local_replicated(param: torch.Tensor) -> torch.Tensor:
+    """``param`` as a plain tensor. Tensor parallelism keeps the small per-layer parameters (lambda vectors, subln,
+    PolyNorm) as DTensors replicated over the tp mesh, while each rank applies them to its own groups or FFN
+    channels only: the local copy's gradient is that rank's partial sum (Partial), summed where DTensor or FSDP
+    turns it back into a Replicate gradient. Plain tensors pass through."""
+    if not isinstance(param, DTensor):
+        return param
+    return param.to_local(grad_placements=[Partial() if p.is_replicate() else p for p in param.placements])
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -119,6 +130,9 @@ class GroupedDiffAttention(nn.Module):
         # MuonClip: per-q-head max pre-softmax logit since the last reset, recorded only while tracking is on
         self.track_max_logits = False
         self.register_buffer("max_logits", torch.full((model_args.n_heads,), float("-inf")), persistent=False)
+        # The first q head this rank computes: tensor parallelism keeps whole groups per rank and sets it, so the
+        # maxima land at their global head index in ``max_logits``.
+        self.local_q_head_offset = 0
         if self.attn_type == "flex":
             self.inner_attention = FlexAttentionWrapper()
 
@@ -156,12 +170,15 @@ class GroupedDiffAttention(nn.Module):
                 maxima[i] = torch.maximum(maxima[i], scores.amax(dim=(0, 2, 3)))
         signal, noise = maxima
         per_head = torch.cat([signal.view(-1, R), noise.view(-1, 1)], dim=1).flatten()
-        torch.maximum(self.max_logits, per_head, out=self.max_logits)
+        local = self.max_logits[self.local_q_head_offset:self.local_q_head_offset + per_head.numel()]
+        torch.maximum(local, per_head, out=local)
 
     def lambda_full(self) -> torch.Tensor:
         """This layer's lambda as an fp32 scalar tensor (differentiable in the four lambda vectors)."""
-        lam1 = torch.exp(torch.sum(_upcast(self.lambda_q1) * _upcast(self.lambda_k1)))
-        lam2 = torch.exp(torch.sum(_upcast(self.lambda_q2) * _upcast(self.lambda_k2)))
+        q1, k1, q2, k2 = (_upcast(local_replicated(v)) for v in (self.lambda_q1, self.lambda_k1, self.lambda_q2,
+                                                                   self.lambda_k2))
+        lam1 = torch.exp(torch.sum(q1 * k1))
+        lam2 = torch.exp(torch.sum(q2 * k2))
         return lam1 - lam2 + self.lambda_init
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, masks: BlockMask | None) -> torch.Tensor:
@@ -208,13 +225,14 @@ class GroupedDiffAttention(nn.Module):
         signal = signal.view(bs, n_local_groups, R, seqlen, 2 * d)
         out = _upcast(signal) - self.lambda_full() * _upcast(noise).unsqueeze(2)
         out = out.flatten(1, 2).transpose(1, 2)  # (bs, seq, G*R, 2d)
-        out = F.rms_norm(out, (2 * d,), _upcast(self.subln.weight).to(out.dtype), self.subln.eps)
+        out = F.rms_norm(out, (2 * d,), _upcast(local_replicated(self.subln.weight)).to(out.dtype), self.subln.eps)
         out = (out * (1.0 - self.lambda_init)).to(x.dtype)
         return self.wo(out.reshape(bs, seqlen, -1))
 
 
 class PolyNorm(nn.Module):
-    """PolyNorm activation: w0 * norm(x^3) + w1 * norm(x^2) + w2 * norm(x) + b over the last dim."""
+    """PolyNorm activation: w0 * norm(x^3) + w1 * norm(x^2) + w2 * norm(x) + b over the last dim, times the
+    FFN's up projection (tensor parallelism swaps in a version that all-reduces the row moments)."""
 
     def __init__(self, eps: float = 1e-6):
         super().__init__()
@@ -225,6 +243,10 @@ class PolyNorm(nn.Module):
     def reset_parameters(self) -> None:
         nn.init.constant_(self.weight, 1.0 / 3.0)
         nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor, mul: torch.Tensor) -> torch.Tensor:
+        """PolyNorm(x) * mul (the gated FFN's activation), fused."""
+        return poly_norm_mul(x, mul, self.weight, self.bias, self.eps)
 
 
 class PolyNormFeedForward(nn.Module):
@@ -239,9 +261,7 @@ class PolyNormFeedForward(nn.Module):
         self.poly_norm = PolyNorm(eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act = poly_norm_mul(self.w1(x), self.w3(x), self.poly_norm.weight, self.poly_norm.bias,
-                            self.poly_norm.eps)
-        return self.w2(act)
+        return self.w2(self.poly_norm(self.w1(x), self.w3(x)))
 
     def init_weights(self, init_std: float) -> None:
         trunc_normal_(self.w1.weight, mean=0.0, std=0.02)

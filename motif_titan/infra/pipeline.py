@@ -1,0 +1,55 @@
+"""Pipeline parallelism for Motif-2: TorchTitan's own ``pipeline_llm`` (stage split by module names, schedules,
+per-stage ``parallelize_fn``).
+
+The Motif-2 model has the layout that splitting expects: ``tok_embeddings``, a ``layers`` ModuleDict keyed by
+layer index, ``norm``, ``output``; its forward and ``init_weights`` skip the parts a stage lacks (None or removed
+layers), and a middle stage's input is the hidden state. Every stage keeps the RoPE cache (a buffer, not split).
+What the split cannot handle is refused here, before any stage is built, naming the TOML field.
+"""
+
+import torch
+from torch import nn
+from torchtitan.components.loss import LossFunction
+from torchtitan.config import JobConfig
+from torchtitan.distributed import ParallelDims
+from torchtitan.distributed.pipeline_parallel import pipeline_llm
+from torchtitan.protocols.train_spec import ParallelizeFunction
+
+from motif_titan.model.args import Motif2ModelArgs
+
+
+def pipeline_motif2(
+    model: nn.Module,
+    parallel_dims: ParallelDims,
+    job_config: JobConfig,
+    device: torch.device,
+    model_args: Motif2ModelArgs,
+    parallelize_fn: ParallelizeFunction,
+    loss_fn: LossFunction,
+):
+    """TorchTitan's ``pipelining_fn`` for motif2: returns (schedule, model parts, has first stage, has last)."""
+    if model_args.enable_weight_tying:
+        raise NotImplementedError(
+            f"parallelism.pipeline_parallel_degree = {parallel_dims.pp} with flavor '{job_config.model.flavor}', "
+            "whose embedding and output head are one tied matrix: the first and last pipeline stages cannot share "
+            "it. Use pipeline_parallel_degree = 1 or an untied flavor."
+        )
+    qk_clip_threshold = getattr(job_config.optimizer, "qk_clip_threshold", 0.0)
+    if qk_clip_threshold > 0:
+        raise NotImplementedError(
+            f"optimizer.qk_clip_threshold = {qk_clip_threshold} with parallelism.pipeline_parallel_degree = "
+            f"{parallel_dims.pp}: MuonClip MAX-reduces each layer's per-head max logits over all ranks by the "
+            "layer's position in the rank's model part, and pipeline stages hold different layers, so layers of "
+            "different stages would be merged. Allowed under PP: optimizer.qk_clip_threshold = 0 (off)."
+        )
+    fqns = job_config.parallelism.module_fqns_per_model_part
+    if fqns is not None:
+        known = {"tok_embeddings", "norm", "output", *(f"layers.{i}" for i in range(model_args.n_layers))}
+        unknown = sorted({name for part in fqns for name in part} - known)
+        if unknown:
+            raise ValueError(
+                f"parallelism.module_fqns_per_model_part names {unknown}, which motif2 flavor "
+                f"'{job_config.model.flavor}' does not have; allowed: tok_embeddings, layers.0 .. "
+                f"layers.{model_args.n_layers - 1}, norm, output"
+            )
+    return pipeline_llm(model, parallel_dims, job_config, device, model_args, parallelize_fn, loss_fn)
