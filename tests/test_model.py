@@ -28,6 +28,7 @@ def _meta_model(flavor: str) -> Motif2Model:
     ("2.6B", 2_597_218_432),  # 32 x 67,113,732 + tied 219,520 x 2048 embedding + final norm
     ("1B", 1_224_816_704),  # 16 x 68,162,308 + untied 32,768 x 2048 embedding and head + final norm
     ("12.7B_flex_attn", 12_703_860_896),
+    ("1B_polynorm_torch", 1_224_816_704),
     ("debugmodel", 5_311_504),  # 4 x 1,065,668 + 2 x 2048 x 256 + final norm
 ])
 def test_flavor_parameter_counts(flavor, count):
@@ -268,3 +269,11 @@ def test_init_follows_motif_torchtitan_port():
     out_std = args.dim ** -0.5
     assert model.output.weight.abs().max().item() <= 3 * out_std
     assert std(model.output.weight) == pytest.approx(out_std * 0.986, rel=0.03)  # N(0, s) truncated at 3 s
+
+
+def test_polynorm_backend_is_validated_and_reaches_the_ffn():
+    with pytest.raises(ValueError, match=re.escape(
+            "Motif2ModelArgs.polynorm_backend: must be one of ('auto', 'triton', 'torch'), got 'cuda'")):
+        dataclasses.replace(motif2_args["debugmodel"], polynorm_backend="cuda")
+    model = _meta_model("1B_polynorm_torch")
+    assert {block.feed_forward.poly_norm.backend for block in model.layers.values()} == {"torch"}

@@ -38,6 +38,19 @@ _DEBUG_SHAPES = dict(
     max_seq_len=2048,
 )
 
+_MOTIF2_1B_SHAPES = dict(
+    dim=2048,
+    n_layers=16,
+    n_heads=20,
+    n_kv_heads=8,
+    n_noise_heads=4,
+    head_dim=128,
+    ffn_hidden_dim=8192,
+    vocab_size=32768,
+    rope_theta=500_000.0,
+    max_seq_len=8192,
+)
+
 _MOTIF2_12_7B_SHAPES = dict(
     dim=4096,
     n_layers=40,
@@ -61,18 +74,10 @@ motif2_args = Motif2Flavors({
     ),
     # A one-GPU Motif-2 (about 1.2B parameters) for throughput work: the 12.7B's head layout (GDA 4:1, head_dim 128)
     # at half the width and 16 layers, with a 32K vocabulary.
-    "1B": Motif2ModelArgs(
-        dim=2048,
-        n_layers=16,
-        n_heads=20,
-        n_kv_heads=8,
-        n_noise_heads=4,
-        head_dim=128,
-        ffn_hidden_dim=8192,
-        vocab_size=32768,
-        rope_theta=500_000.0,
-        max_seq_len=8192,
-    ),
+    "1B": Motif2ModelArgs(**_MOTIF2_1B_SHAPES),
+    # The same with the PolyNorm activation in PyTorch ops (torch.compile's fusion instead of the Triton kernel):
+    # the throughput benchmark's "fused kernels off"
+    "1B_polynorm_torch": Motif2ModelArgs(**_MOTIF2_1B_SHAPES, polynorm_backend="torch"),
     # Motif-2.6B: plain Differential Attention (GDA ratio 1), tied embeddings, long-context RoPE.
     "2.6B": Motif2ModelArgs(
         dim=2048,

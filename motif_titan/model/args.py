@@ -9,6 +9,7 @@ from torchtitan.protocols.model import BaseModelArgs
 # TorchTitan's FP8 linear converter and motif_titan's size-filtered variant (motif_titan.infra.float8)
 SUPPORTED_CONVERTERS = ("quantize.linear.float8", "quantize.linear.float8_auto_filter")
 ATTN_TYPES = ("sdpa", "flex")
+POLYNORM_BACKENDS = ("auto", "triton", "torch")
 ATTN_MASK_TYPES = ("causal", "block_causal")
 
 
@@ -51,6 +52,9 @@ class Motif2ModelArgs(BaseModelArgs):
     depth_init: bool = True
     attn_type: str = "sdpa"
     attn_mask_type: str = "causal"
+    # PolyNorm x up-projection: "auto" = the fused Triton kernel on CUDA, PyTorch elsewhere; "torch" forces the
+    # PyTorch ops (what torch.compile fuses on its own), "triton" the kernel
+    polynorm_backend: str = "auto"
 
     def __post_init__(self) -> None:
         def fail(field: str, msg: str) -> None:
@@ -76,6 +80,8 @@ class Motif2ModelArgs(BaseModelArgs):
             fail("attn_mask_type", f"must be one of {ATTN_MASK_TYPES}, got {self.attn_mask_type!r}")
         if self.attn_type == "sdpa" and self.attn_mask_type != "causal":
             fail("attn_mask_type", f"{self.attn_mask_type!r} document masks need attn_type='flex'")
+        if self.polynorm_backend not in POLYNORM_BACKENDS:
+            fail("polynorm_backend", f"must be one of {POLYNORM_BACKENDS}, got {self.polynorm_backend!r}")
         if self.head_dim % 2:
             fail("head_dim", f"must be even for RoPE, got {self.head_dim}")
 

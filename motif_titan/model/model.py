@@ -234,9 +234,9 @@ class PolyNorm(nn.Module):
     """PolyNorm activation: w0 * norm(x^3) + w1 * norm(x^2) + w2 * norm(x) + b over the last dim, times the
     FFN's up projection (tensor parallelism swaps in a version that all-reduces the row moments)."""
 
-    def __init__(self, eps: float = 1e-6):
+    def __init__(self, eps: float = 1e-6, backend: str = "auto"):
         super().__init__()
-        self.eps = eps
+        self.eps, self.backend = eps, backend
         self.weight = nn.Parameter(torch.empty(3, dtype=torch.float32))
         self.bias = nn.Parameter(torch.empty(1, dtype=torch.float32))
 
@@ -246,19 +246,19 @@ class PolyNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, mul: torch.Tensor) -> torch.Tensor:
         """PolyNorm(x) * mul (the gated FFN's activation), fused."""
-        return poly_norm_mul(x, mul, self.weight, self.bias, self.eps)
+        return poly_norm_mul(x, mul, self.weight, self.bias, self.eps, backend=self.backend)
 
 
 class PolyNormFeedForward(nn.Module):
     """w2(PolyNorm(w1 x) * w3 x); PolyNorm and the product in fp32, one downcast at the end.
     The activation is ``motif_titan.kernels.poly_norm_mul``: the fused Triton kernel on CUDA, PyTorch elsewhere."""
 
-    def __init__(self, dim: int, hidden_dim: int, eps: float):
+    def __init__(self, dim: int, hidden_dim: int, eps: float, polynorm_backend: str = "auto"):
         super().__init__()
         self.w1 = nn.Linear(dim, hidden_dim, bias=False)
         self.w2 = nn.Linear(hidden_dim, dim, bias=False)
         self.w3 = nn.Linear(dim, hidden_dim, bias=False)
-        self.poly_norm = PolyNorm(eps)
+        self.poly_norm = PolyNorm(eps, polynorm_backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(self.poly_norm(self.w1(x), self.w3(x)))
@@ -277,7 +277,8 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.layer_id = layer_id
         self.attention = GroupedDiffAttention(model_args, layer_id)
-        self.feed_forward = PolyNormFeedForward(model_args.dim, model_args.ffn_hidden_dim, model_args.polynorm_eps)
+        self.feed_forward = PolyNormFeedForward(model_args.dim, model_args.ffn_hidden_dim, model_args.polynorm_eps,
+                                                model_args.polynorm_backend)
         self.attention_norm = nn.RMSNorm(model_args.dim, eps=model_args.norm_eps)
         self.ffn_norm = nn.RMSNorm(model_args.dim, eps=model_args.norm_eps)
         depth = layer_id + 1 if model_args.depth_init else model_args.n_layers
