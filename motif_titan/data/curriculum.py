@@ -151,13 +151,18 @@ class CurriculumSchedule:
         return None
 
 
+def _check_table(where: str, raw: Any, keys: Sequence[str]) -> None:
+    """``raw`` must be a TOML table whose keys are among ``keys``."""
+    if not isinstance(raw, dict):
+        _fail(where, raw, "a table with keys " + ", ".join(keys))
+    unknown = sorted(set(raw) - set(keys))
+    if unknown:
+        _fail(f"{where}.{unknown[0]}", raw[unknown[0]], "keys " + ", ".join(keys))
+
+
 def _parse_domain(i: int, raw: Any) -> DomainSpec:
     where = f"domains[{i}]"
-    if not isinstance(raw, dict):
-        _fail(where, raw, "a table with keys " + ", ".join(DOMAIN_KEYS))
-    unknown = sorted(set(raw) - set(DOMAIN_KEYS))
-    if unknown:
-        _fail(f"{where}.{unknown[0]}", raw[unknown[0]], "keys " + ", ".join(DOMAIN_KEYS))
+    _check_table(where, raw, DOMAIN_KEYS)
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         _fail(f"{where}.name", name, "a non-empty string")
@@ -200,11 +205,7 @@ def _parse_cap(where: str, raw: Any, names: Sequence[str]) -> DomainCap:
 
 def _parse_phase(i: int, raw: Any, names: Sequence[str]) -> Phase:
     where = f"phases[{i}]"
-    if not isinstance(raw, dict):
-        _fail(where, raw, "a table with keys " + ", ".join(PHASE_KEYS))
-    unknown = sorted(set(raw) - set(PHASE_KEYS))
-    if unknown:
-        _fail(f"{where}.{unknown[0]}", raw[unknown[0]], "keys " + ", ".join(PHASE_KEYS))
+    _check_table(where, raw, PHASE_KEYS)
     for key in ("start", "end"):
         value = raw.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
