@@ -1,20 +1,18 @@
 """Muon modes against torch.optim.Muon on the full matrices (and the AdamW group against torch.optim.AdamW),
 single-device and as real multi-process gloo runs over FSDP, HSDP and TP x FSDP layouts."""
 
-import os
 import traceback
-from datetime import timedelta
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 from motif_titan.optim.assignment import assign_owners
 from motif_titan.optim.muon import Muon
 from motif_titan.optim.newton_schulz import iteration_coefficients, newton_schulz_flops, zeropower_via_newton_schulz
+
+from gloo_ranks import run_on_gloo_ranks
 
 LR, WD, MOMENTUM = 0.02, 0.1, 0.95
 # tall, wide, square, tiny and odd shapes: uneven shards and matrices smaller than the group
@@ -133,46 +131,35 @@ def _layouts(world: int):
     }
 
 
-def _worker(rank: int, world: int, init_file: str, result_file: str):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=timedelta(seconds=60))  # a broken exchange fails instead of hanging
+def _check_sharded_modes(rank: int, world: int) -> list[str]:
     failures = []
-    try:
-        ref_mats, ref_vecs = _reference(seed=7)
-        for layout_name, (mesh_shape, names, placements) in _layouts(world).items():
-            mesh = init_device_mesh("cpu", mesh_shape, mesh_dim_names=names)
+    ref_mats, ref_vecs = _reference(seed=7)
+    for layout_name, (mesh_shape, names, placements) in _layouts(world).items():
+        mesh = init_device_mesh("cpu", mesh_shape, mesh_dim_names=names)
 
-            def make_param(t, placements=placements, mesh=mesh):
-                ps = placements if t.ndim == 2 else [p if not isinstance(p, Shard) else Shard(0) for p in placements]
-                return torch.nn.Parameter(distribute_tensor(t.clone(), mesh, ps))
+        def make_param(t, placements=placements, mesh=mesh):
+            ps = placements if t.ndim == 2 else [p if not isinstance(p, Shard) else Shard(0) for p in placements]
+            return torch.nn.Parameter(distribute_tensor(t.clone(), mesh, ps))
 
-            results = {}
-            modes = MODES if world < 8 else {k: MODES[k] for k in ("distributed", "parallel",
-                                                                  "parallel_pipelined_flops")}
-            for mode_name, kwargs in modes.items():
-                what = f"{layout_name} / {mode_name}"
-                try:
-                    mats, vecs = _run_ours(7, make_param, **kwargs)
-                    _assert_matches_reference(mats, vecs, ref_mats, ref_vecs, what)
-                    results[mode_name] = mats
-                except Exception:
-                    failures.append(f"rank {rank}: {what}:\n{traceback.format_exc()}")
-            if "parallel" in results:
-                for name in ("parallel_pipelined_rr", "parallel_pipelined_flops", "parallel_pipelined_lpt"):
-                    if name in results and not all(torch.equal(a, b) for a, b in zip(results[name],
-                                                                                     results["parallel"])):
-                        failures.append(f"rank {rank}: {layout_name}: {name} differs from the non-pipelined run")
-    finally:
-        dist.destroy_process_group()
-    if failures:
-        with open(f"{result_file}.{rank}", "w") as f:
-            f.write("\n".join(failures))
+        results = {}
+        modes = MODES if world < 8 else {k: MODES[k] for k in ("distributed", "parallel",
+                                                              "parallel_pipelined_flops")}
+        for mode_name, kwargs in modes.items():
+            what = f"{layout_name} / {mode_name}"
+            try:
+                mats, vecs = _run_ours(7, make_param, **kwargs)
+                _assert_matches_reference(mats, vecs, ref_mats, ref_vecs, what)
+                results[mode_name] = mats
+            except Exception:
+                failures.append(f"{what}:\n{traceback.format_exc()}")
+        if "parallel" in results:
+            for name in ("parallel_pipelined_rr", "parallel_pipelined_flops", "parallel_pipelined_lpt"):
+                if name in results and not all(torch.equal(a, b) for a, b in zip(results[name],
+                                                                                 results["parallel"])):
+                    failures.append(f"{layout_name}: {name} differs from the non-pipelined run")
+    return failures
 
 
 @pytest.mark.parametrize("world", [2, 4, 8])
 def test_sharded_modes_match_full_matrix_reference(tmp_path, world):
-    result = tmp_path / "failures"
-    mp.spawn(_worker, args=(world, str(tmp_path / "init"), str(result)), nprocs=world, join=True)
-    reports = [p.read_text() for p in tmp_path.glob("failures.*")]
-    assert not reports, "\n\n".join(reports)
+    run_on_gloo_ranks(tmp_path, world, _check_sharded_modes, timeout_s=60)  # a broken exchange fails, not hangs

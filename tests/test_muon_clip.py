@@ -1,20 +1,19 @@
 """MuonClip on GDA heads: a constructed hot head is clipped to the threshold, every other head is untouched, and the
 result is the same on FSDP shards (2 gloo ranks, maxima MAX-reduced across ranks) as on the full matrices."""
 
-import os
-from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
 
 from motif_titan.model import GroupedDiffAttention, Motif2ModelArgs
 from motif_titan.model.model import precompute_rope_cache
 from motif_titan.optim.muon_clip import qk_clip
+
+from gloo_ranks import run_on_gloo_ranks
 
 ARGS = Motif2ModelArgs(dim=32, n_layers=2, n_heads=10, n_kv_heads=4, n_noise_heads=2, head_dim=8,
                        ffn_hidden_dim=64, vocab_size=64, max_seq_len=64, rope_theta=10_000.0)
@@ -81,37 +80,29 @@ def test_hot_heads_clipped_to_threshold_others_untouched():
     assert torch.equal(attn.wv.weight, wv) and torch.equal(attn.wo.weight, wo)
 
 
-def _worker(rank, init_file, result_file):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
-                            timeout=timedelta(seconds=60))
-    try:
-        attn = _attention()
-        full_q, full_k = attn.wq.weight.detach().clone(), attn.wk.weight.detach().clone()
-        logits = torch.tensor([float(h + 1) for h in range(10)])
-        logits[HOT_SIGNAL] = 50.0 + 10 * rank  # the global max (60) comes from rank 1
-        logits[HOT_NOISE] = 40.0 - 10 * rank  # ... and this one (40) from rank 0
-        mesh = init_device_mesh("cpu", (2,), mesh_dim_names=("dp_shard",))
-        wq = torch.nn.Parameter(distribute_tensor(full_q, mesh, [Shard(0)]))
-        wk = torch.nn.Parameter(distribute_tensor(full_k, mesh, [Shard(0)]))
-        heads = [SimpleNamespace(wq=wq, wk=wk, head_dim=8, kv_head_for_q_head=attn.kv_head_for_q_head,
-                                 max_logits=logits.clone())]
-        stats = qk_clip(heads, threshold=20.0, alpha=0.5)
-        ref_q, ref_k = full_q.clone(), full_k.clone()
-        ref_logits = torch.tensor([float(h + 1) for h in range(10)])
-        ref_logits[HOT_SIGNAL], ref_logits[HOT_NOISE] = 60.0, 40.0
-        ref_heads = [SimpleNamespace(wq=ref_q, wk=ref_k, head_dim=8, kv_head_for_q_head=attn.kv_head_for_q_head,
-                                     max_logits=ref_logits)]
-        dist.barrier()
-        # the reference runs without a group: hide the default group from qk_clip's all-reduce
-        ref_stats = _without_all_reduce(qk_clip, ref_heads, 20.0, 0.5)
-        ok = (torch.equal(wq.full_tensor(), ref_q) and torch.equal(wk.full_tensor(), ref_k) and stats == ref_stats
-              and stats["heads_clipped"] == 2 and stats["max_logit"] == 60.0)
-    finally:
-        dist.destroy_process_group()
-    if not ok:
-        with open(f"{result_file}.{rank}", "w") as f:
-            f.write(f"rank {rank}: sharded clip differs from the full-matrix clip: {stats} vs {ref_stats}")
+def _check_sharded_clip(rank: int, world: int) -> None:
+    attn = _attention()
+    full_q, full_k = attn.wq.weight.detach().clone(), attn.wk.weight.detach().clone()
+    logits = torch.tensor([float(h + 1) for h in range(10)])
+    logits[HOT_SIGNAL] = 50.0 + 10 * rank  # the global max (60) comes from rank 1
+    logits[HOT_NOISE] = 40.0 - 10 * rank  # ... and this one (40) from rank 0
+    mesh = init_device_mesh("cpu", (2,), mesh_dim_names=("dp_shard",))
+    wq = torch.nn.Parameter(distribute_tensor(full_q, mesh, [Shard(0)]))
+    wk = torch.nn.Parameter(distribute_tensor(full_k, mesh, [Shard(0)]))
+    heads = [SimpleNamespace(wq=wq, wk=wk, head_dim=8, kv_head_for_q_head=attn.kv_head_for_q_head,
+                             max_logits=logits.clone())]
+    stats = qk_clip(heads, threshold=20.0, alpha=0.5)
+    ref_q, ref_k = full_q.clone(), full_k.clone()
+    ref_logits = torch.tensor([float(h + 1) for h in range(10)])
+    ref_logits[HOT_SIGNAL], ref_logits[HOT_NOISE] = 60.0, 40.0
+    ref_heads = [SimpleNamespace(wq=ref_q, wk=ref_k, head_dim=8, kv_head_for_q_head=attn.kv_head_for_q_head,
+                                 max_logits=ref_logits)]
+    dist.barrier()
+    # the reference runs without a group: hide the default group from qk_clip's all-reduce
+    ref_stats = _without_all_reduce(qk_clip, ref_heads, 20.0, 0.5)
+    ok = (torch.equal(wq.full_tensor(), ref_q) and torch.equal(wk.full_tensor(), ref_k) and stats == ref_stats
+          and stats["heads_clipped"] == 2 and stats["max_logit"] == 60.0)
+    assert ok, f"sharded clip differs from the full-matrix clip: {stats} vs {ref_stats}"
 
 
 def _without_all_reduce(fn, *args):
@@ -124,6 +115,4 @@ def _without_all_reduce(fn, *args):
 
 
 def test_muon_clip_on_fsdp_shards_matches_full_matrices(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path / "failed")), nprocs=2, join=True)
-    reports = [p.read_text() for p in tmp_path.glob("failed.*")]
-    assert not reports, "\n".join(reports)
+    run_on_gloo_ranks(tmp_path, 2, _check_sharded_clip, timeout_s=60)

@@ -4,15 +4,12 @@ for the tied-embedding Differential Attention layout (ratio 1). Plus the TP-awar
 TorchTitan training run with --parallelism.tensor_parallel_degree 2."""
 
 import copy
-import os
 import re
 import traceback
-from datetime import timedelta
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule
@@ -25,6 +22,7 @@ from motif_titan.kernels import poly_norm_mul_reference
 from motif_titan.model import Motif2Model, Motif2ModelArgs, PolyNorm
 
 from conftest import SHORT_RUN, from_seed, grad_norms_of
+from gloo_ranks import run_on_gloo_ranks
 from test_training_runs import run_training
 
 TINY = dict(dim=32, n_layers=2, head_dim=8, ffn_hidden_dim=64, vocab_size=96, max_seq_len=32, rope_theta=10_000.0)
@@ -98,77 +96,56 @@ def _check_layout(name: str, args: Motif2ModelArgs, dp: int, tp: int) -> None:
                                    msg=f"{name}: grad of {pname}")
 
 
-def _worker(rank: int, world: int, tp: int, init_file: str, result_file: str) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+def _check_layouts(rank: int, world: int, tp: int) -> list[str]:
     torch.set_default_dtype(torch.float64)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=timedelta(seconds=120))
     failures = []
-    try:
-        for name, args in LAYOUTS.items():
-            try:
-                _check_layout(name, args, dp=world // tp, tp=tp)
-            except Exception:
-                failures.append(f"rank {rank}: {name}:\n{traceback.format_exc()}")
-    finally:
-        dist.destroy_process_group()
-    if failures:
-        with open(f"{result_file}.{rank}", "w") as f:
-            f.write("\n".join(failures))
+    for name, args in LAYOUTS.items():
+        try:
+            _check_layout(name, args, dp=world // tp, tp=tp)
+        except Exception:
+            failures.append(f"{name}:\n{traceback.format_exc()}")
+    return failures
 
 
 @pytest.mark.parametrize("world,tp", [(2, 2), (4, 2)], ids=["tp2", "tp2_x_fsdp2"])
 def test_tensor_parallel_matches_single_rank_model(tmp_path, world, tp):
-    mp.spawn(_worker, args=(world, tp, str(tmp_path / "init"), str(tmp_path / "failures")), nprocs=world,
-             join=True)
-    reports = [p.read_text() for p in tmp_path.glob("failures.*")]
-    assert not reports, "\n\n".join(reports)
+    run_on_gloo_ranks(tmp_path, world, _check_layouts, tp)
 
 
-def _polynorm_worker(rank: int, init_file: str, result_file: str) -> None:
+def _check_sharded_polynorm(rank: int, world: int) -> None:
     """TensorParallelPolyNorm on each rank's half of the hidden dim equals PolyNorm on whole rows (values and
     gradients of x, mul, weight, bias), in fp64, eager and compiled."""
     torch.set_default_dtype(torch.float64)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
-                            timeout=timedelta(seconds=120))
-    try:
-        torch.manual_seed(3)
-        x, mul, g = (torch.randn(3, 5, 12) for _ in range(3))
-        weight, bias = torch.tensor([0.7, -0.4, 1.3]), torch.tensor([0.25])
-        ref_leaves = [t.clone().requires_grad_() for t in (x, mul, weight, bias)]
-        (poly_norm_mul_reference(*ref_leaves, 1e-6) * g).sum().backward()
+    torch.manual_seed(3)
+    x, mul, g = (torch.randn(3, 5, 12) for _ in range(3))
+    weight, bias = torch.tensor([0.7, -0.4, 1.3]), torch.tensor([0.25])
+    ref_leaves = [t.clone().requires_grad_() for t in (x, mul, weight, bias)]
+    (poly_norm_mul_reference(*ref_leaves, 1e-6) * g).sum().backward()
 
-        mesh = init_device_mesh("cpu", (2,))
-        half = slice(6 * rank, 6 * rank + 6)
-        poly = PolyNorm(1e-6).double()  # fp32 parameters by design; fp64 here for a tight comparison
-        poly.weight.data.copy_(weight)
-        poly.bias.data.copy_(bias)
-        sharded = TensorParallelPolyNorm(poly, mesh)
-        assert sharded.weight is poly.weight and sharded.bias is poly.bias
-        # eager, then traced by torch.compile (AOTAutograd, no codegen): the differentiable all-reduce must trace
-        for forward in (sharded, torch.compile(sharded, backend="aot_eager", fullgraph=True)):
-            poly.zero_grad()
-            xs, ms = x[..., half].clone().requires_grad_(), mul[..., half].clone().requires_grad_()
-            y = forward(xs, ms)
-            (y * g[..., half]).sum().backward()
-            torch.testing.assert_close(y, poly_norm_mul_reference(x, mul, weight, bias, 1e-6)[..., half])
-            torch.testing.assert_close(xs.grad, ref_leaves[0].grad[..., half])
-            torch.testing.assert_close(ms.grad, ref_leaves[1].grad[..., half])
-            for param, ref in ((poly.weight, ref_leaves[2]), (poly.bias, ref_leaves[3])):
-                total = param.grad.clone()
-                dist.all_reduce(total)  # plain parameters: each rank holds its channels' partial sum
-                torch.testing.assert_close(total, ref.grad)
-    except Exception:
-        with open(f"{result_file}.{rank}", "w") as f:
-            f.write(traceback.format_exc())
-    finally:
-        dist.destroy_process_group()
+    mesh = init_device_mesh("cpu", (2,))
+    half = slice(6 * rank, 6 * rank + 6)
+    poly = PolyNorm(1e-6).double()  # fp32 parameters by design; fp64 here for a tight comparison
+    poly.weight.data.copy_(weight)
+    poly.bias.data.copy_(bias)
+    sharded = TensorParallelPolyNorm(poly, mesh)
+    assert sharded.weight is poly.weight and sharded.bias is poly.bias
+    # eager, then traced by torch.compile (AOTAutograd, no codegen): the differentiable all-reduce must trace
+    for forward in (sharded, torch.compile(sharded, backend="aot_eager", fullgraph=True)):
+        poly.zero_grad()
+        xs, ms = x[..., half].clone().requires_grad_(), mul[..., half].clone().requires_grad_()
+        y = forward(xs, ms)
+        (y * g[..., half]).sum().backward()
+        torch.testing.assert_close(y, poly_norm_mul_reference(x, mul, weight, bias, 1e-6)[..., half])
+        torch.testing.assert_close(xs.grad, ref_leaves[0].grad[..., half])
+        torch.testing.assert_close(ms.grad, ref_leaves[1].grad[..., half])
+        for param, ref in ((poly.weight, ref_leaves[2]), (poly.bias, ref_leaves[3])):
+            total = param.grad.clone()
+            dist.all_reduce(total)  # plain parameters: each rank holds its channels' partial sum
+            torch.testing.assert_close(total, ref.grad)
 
 
 def test_tensor_parallel_polynorm_matches_whole_rows(tmp_path):
-    mp.spawn(_polynorm_worker, args=(str(tmp_path / "init"), str(tmp_path / "failures")), nprocs=2, join=True)
-    reports = [p.read_text() for p in tmp_path.glob("failures.*")]
-    assert not reports, "\n\n".join(reports)
+    run_on_gloo_ranks(tmp_path, 2, _check_sharded_polynorm)
 
 
 def test_tp2_training_run_logs_the_single_rank_losses_and_grad_norms(tmp_path, seed_checkpoint,
