@@ -66,3 +66,11 @@ def test_fp8_emulated_training_run_on_cpu(tmp_path):
                                "--quantize.linear.float8.filter_fqns", "output", return_log=True)
     assert "Swapped to Float8Linear layers" in log
     assert mean_loss(losses, range(5, 7)) < float(losses[1]) - 0.3, losses
+
+
+def test_motif2_accepts_exactly_the_fp8_converters_motif_titan_registers():
+    # args.py names them as strings (the model does not import infra); this keeps the two lists one
+    from motif_titan.infra.float8 import FLOAT8_CONVERTERS
+    from motif_titan.model.args import SUPPORTED_CONVERTERS
+
+    assert SUPPORTED_CONVERTERS == FLOAT8_CONVERTERS
