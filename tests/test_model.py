@@ -177,7 +177,6 @@ def test_tp_needs_a_sequence_that_splits_evenly():
 
 
 @pytest.mark.parametrize("cli,message", [
-    (["--parallelism.context_parallel_degree", "2"], "parallelism.context_parallel_degree = 2: motif2 has no context"),
     (["--parallelism.expert_parallel_degree", "2"], "parallelism.expert_parallel_degree = 2: motif2 has no experts"),
     (["--model.flavor", "debugmodel_diffattn", "--parallelism.pipeline_parallel_degree", "2"],
      "parallelism.pipeline_parallel_degree = 2 with flavor 'debugmodel_diffattn', whose embedding and output head"),

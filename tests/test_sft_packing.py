@@ -5,6 +5,7 @@ dropped and counted (never truncated), exact resume."""
 import dataclasses
 import json
 import pickle
+import re
 import shutil
 
 import pytest
@@ -213,6 +214,15 @@ def test_sft_refuses_a_sequence_length_ramp(tokenizer, sft_files):
     with pytest.raises(ValueError, match=r"curriculum.seq_len_ramp_start = 48; allowed: 0 with curriculum.mode = "
                                          r"'sft'"):
         sft_loader(tokenizer, sft_files, seq_len_ramp_start=48, seq_len_ramp_steps=[1, 4])
+
+
+def test_sft_refuses_context_parallelism(tokenizer, sft_files):
+    with pytest.raises(ValueError, match=re.escape(
+            "curriculum.mode = 'sft' with parallelism.context_parallel_degree = 2: packed SFT rows give the model "
+            "per-sample positions, and TorchTitan 0.2.2's context parallelism neither shards them nor lets them "
+            "through (it passes its own 0..seq_len-1 positions); allowed with curriculum.mode 'sft': "
+            "context_parallel_degree = 1")):
+        sft_loader(tokenizer, sft_files, "--parallelism.context_parallel_degree", "2")
 
 
 def test_sft_record_without_messages_is_named(tokenizer, tmp_path):

@@ -305,6 +305,13 @@ def build_curriculum_dataloader(dp_world_size: int, dp_rank: int, tokenizer: Bas
         return build_text_dataloader(dp_world_size, dp_rank, tokenizer, job_config, infinite=infinite)
     plan = build_curriculum_plan(config, job_config.training, dp_world_size)
     _check_model_masks(job_config, plan)
+    cp_degree = job_config.parallelism.context_parallel_degree
+    if plan.sft and cp_degree > 1:
+        raise ValueError(
+            f"curriculum.mode = 'sft' with parallelism.context_parallel_degree = {cp_degree}: packed SFT rows "
+            f"give the model per-sample positions, and TorchTitan 0.2.2's context parallelism neither shards them "
+            f"nor lets them through (it passes its own 0..seq_len-1 positions); allowed with curriculum.mode "
+            f"'sft': context_parallel_degree = 1")
     if tokenizer is None or tokenizer.eos_id is None or tokenizer.bos_id is None:
         raise ValueError("the curriculum dataloader needs a tokenizer with BOS and EOS ids (model.hf_assets_path)")
     chat_template = None

@@ -2,8 +2,9 @@
 checkpointing, per-block torch.compile, FSDP/HSDP.
 
 Mirrors TorchTitan's ``parallelize_llama`` order (TP -> CP -> AC -> compile -> FSDP) and reuses its helpers.
-Unsupported layouts (context parallel, TP degrees that split a GDA group) are rejected earlier, in
-``Motif2ModelArgs.update_from_config``, naming the TOML field; the checks here guard direct callers.
+Unsupported layouts (TP degrees that split a GDA group, sequences that do not split evenly, MuonClip under
+context parallelism) are rejected earlier, in ``Motif2ModelArgs.update_from_config``, naming the TOML field; the
+checks here guard direct callers.
 
 Tensor parallel plan (``apply_tp``): GDA's head layout keeps every group in a contiguous block of rows: group g is
 q heads (R+1)g .. (R+1)g+R (R signal heads, then the noise head), kv heads 2g (K1/V1) and 2g+1 (K2/V2), and
@@ -29,11 +30,13 @@ from torch.distributed.tensor.parallel import (
 from torchtitan.config import TORCH_DTYPE_MAP, JobConfig
 from torchtitan.distributed import ParallelDims
 from torchtitan.distributed.activation_checkpoint import apply_ac
+from torchtitan.distributed.context_parallel import apply_cp_to_attention_module
 from torchtitan.distributed.tensor_parallel import maybe_enable_async_tp
 from torchtitan.models.llama3.infra.parallelize import apply_compile, disable_fsdp_gradient_division
 from torchtitan.tools.logging import logger
+from torchtitan.tools import utils as tt_utils
 
-from motif_titan.model.args import Motif2ModelArgs, context_parallel_unsupported
+from motif_titan.model.args import Motif2ModelArgs
 from motif_titan.model.model import GroupedDiffAttention
 
 from .tensor_parallel_polynorm import TensorParallelPolyNorm
@@ -56,13 +59,26 @@ _OP_SAC_SAVE_LIST = {
 def parallelize_motif2(model: nn.Module, parallel_dims: ParallelDims, job_config: JobConfig) -> nn.Module:
     """TorchTitan's ``parallelize_fn`` for motif2: TP, AC, compile and FSDP/HSDP as the config asks. Called on
     the whole model, or on each pipeline stage (``pipeline_motif2``), whose missing parts are None."""
-    if parallel_dims.cp_enabled:
-        raise NotImplementedError(context_parallel_unsupported(parallel_dims.cp))
     if parallel_dims.tp_enabled:
         check_tp_layout(model.model_args, parallel_dims.tp, job_config.training.seq_len)
         tp_mesh = parallel_dims.get_mesh("tp")
         apply_tp(model, tp_mesh, loss_parallel=not job_config.parallelism.disable_loss_parallel)
         maybe_enable_async_tp(job_config, tp_mesh)
+    if parallel_dims.cp_enabled:
+        # Each GDA layer calls its inner attention module four times (signal and noise maps, two V halves); the
+        # plan wraps the module, so every call runs as ring attention (SDPA) or against all-gathered K/V (flex).
+        model.model_args.check_context_parallel(parallel_dims.cp, job_config)
+        device_type = tt_utils.device_type  # read now: motif_titan.train's CPU shims rebind it to "cpu"
+        if model.model_args.attn_type == "sdpa" and device_type != "cuda":
+            raise NotImplementedError(
+                f"parallelism.context_parallel_degree = {parallel_dims.cp} on {device_type}: ring attention for "
+                f"SDPA runs CUDA attention kernels (flash / efficient / cuDNN) only; allowed on {device_type}: 1"
+            )
+        apply_cp_to_attention_module(
+            [block.attention.inner_attention for block in model.layers.values() if block is not None],
+            parallel_dims.get_mesh("cp"),
+            model.model_args.attn_type,
+        )
 
     model_compile_enabled = job_config.compile.enable and "model" in job_config.compile.components
     if job_config.activation_checkpoint.mode != "none":

@@ -11,18 +11,7 @@ SUPPORTED_CONVERTERS = ("quantize.linear.float8", "quantize.linear.float8_auto_f
 ATTN_TYPES = ("sdpa", "flex")
 POLYNORM_BACKENDS = ("auto", "triton", "torch")
 ATTN_MASK_TYPES = ("causal", "block_causal")
-
-
-def context_parallel_unsupported(degree: int) -> str:
-    """Why motif2 refuses context parallelism (one message for the config check and the parallelize_fn)."""
-    return (
-        f"parallelism.context_parallel_degree = {degree}: motif2 has no context parallel plan for GDA attention; "
-        "allowed: 1. TorchTitan 0.2.2 applies context parallelism by wrapping an attention module's SDPA/flex "
-        "call (ring attention for SDPA: CUDA flash/efficient/cudnn kernels only), while GDA calls attention four "
-        "times per layer (signal and noise maps over the two V halves) and MuonClip's max-logit recording assumes "
-        "the whole causal sequence on each rank. Use tensor parallelism (sequence-parallel norms) and activation "
-        "checkpointing for long sequences."
-    )
+FLEX_BLOCK_SIZE = 128  # flex attention's default BlockMask block (positions)
 
 
 @dataclass
@@ -110,6 +99,31 @@ class Motif2ModelArgs(BaseModelArgs):
                 f"allowed: {allowed}"
             )
 
+    def check_context_parallel(self, degree: int, job_config: JobConfig) -> None:
+        """Raise, naming the TOML field, when context parallelism cannot run this job: the sequence must split
+        into 2 * degree chunks (TorchTitan's head-tail load balancer; degree chunks without one), of whole
+        128-position blocks for flex attention; each rank's share must split over the tensor parallel degree;
+        MuonClip must be off (its max-logit recording sees only the rank's own queries and keys)."""
+        par = job_config.parallelism
+        seq_len, tp = job_config.training.seq_len, par.tensor_parallel_degree
+        chunks = 2 * degree if par.context_parallel_load_balancer else degree
+        # flex attention shards its block mask in whole 128-position blocks
+        multiple = chunks * (FLEX_BLOCK_SIZE if self.attn_type == "flex" else 1)
+        if seq_len % multiple or (seq_len // degree) % tp:
+            raise ValueError(
+                f"training.seq_len = {seq_len} must be a multiple of {multiple} (parallelism.context_parallel_degree "
+                f"= {degree}, load balancer {par.context_parallel_load_balancer!r}, attn_type {self.attn_type!r}) "
+                f"with seq_len / {degree} a multiple of parallelism.tensor_parallel_degree = {tp}"
+            )
+        qk_clip_threshold = getattr(job_config.optimizer, "qk_clip_threshold", 0.0)
+        if qk_clip_threshold > 0:
+            raise NotImplementedError(
+                f"optimizer.qk_clip_threshold = {qk_clip_threshold} with parallelism.context_parallel_degree = "
+                f"{degree}: MuonClip records each head's max logit q.k over the whole causal sequence, and under "
+                f"context parallelism a rank holds only its share of the queries and keys. Allowed with context "
+                f"parallelism: optimizer.qk_clip_threshold = 0 (off)."
+            )
+
     def update_from_config(self, job_config: JobConfig, **kwargs) -> None:
         """Check the job against this flavor before anything is built; raise naming the TOML field."""
         seq_len = job_config.training.seq_len
@@ -127,7 +141,7 @@ class Motif2ModelArgs(BaseModelArgs):
                     f"{par.tensor_parallel_degree} (the sequence-parallel norms split the sequence evenly)"
                 )
         if par.context_parallel_degree != 1:
-            raise NotImplementedError(context_parallel_unsupported(par.context_parallel_degree))
+            self.check_context_parallel(par.context_parallel_degree, job_config)
         if par.pipeline_parallel_degree != 1 and self.enable_weight_tying:
             raise NotImplementedError(
                 f"parallelism.pipeline_parallel_degree = {par.pipeline_parallel_degree} with flavor "

@@ -62,6 +62,26 @@ def local_replicated(param: torch.Tensor) -> torch.Tensor:
     return param.to_local(grad_placements=[Partial() if p.is_replicate() else p for p in param.placements])
 
 
+class CausalSDPA(nn.Module):
+    """Causal ``F.scaled_dot_product_attention`` as a module (q, k, v first), so that TorchTitan's context parallel
+    plan can wrap each GDA attention call (ring attention over the sequence shards)."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, enable_gqa: bool = False) -> torch.Tensor:
+        if enable_gqa and q.dtype == torch.float32 and q.device.type == "cuda":
+            # CUDA's fp32 kernel (efficient attention) takes no GQA: SDPA would fall back to the math kernel, which
+            # ring attention (context parallelism) cannot run. Repeat each kv head for its q heads instead.
+            k, v = (_repeat_heads(t, q.shape[1] // t.shape[1]) for t in (k, v))
+            enable_gqa = False
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=enable_gqa)
+
+
+def _repeat_heads(t: torch.Tensor, times: int) -> torch.Tensor:
+    """(bs, heads, seq, d) -> (bs, heads * times, seq, d), each head repeated ``times`` times in place (as GQA
+    pairs q head i with kv head i // times); expand + reshape keeps a sequence-sharded DTensor sharded."""
+    bs, heads, seq, d = t.shape
+    return t.unsqueeze(2).expand(bs, heads, times, seq, d).reshape(bs, heads * times, seq, d)
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([-x2, x1], dim=-1)
@@ -133,8 +153,8 @@ class GroupedDiffAttention(nn.Module):
         # The first q head this rank computes: tensor parallelism keeps whole groups per rank and sets it, so the
         # maxima land at their global head index in ``max_logits``.
         self.local_q_head_offset = 0
-        if self.attn_type == "flex":
-            self.inner_attention = FlexAttentionWrapper()
+        # Every attention call goes through this module (context parallelism wraps it).
+        self.inner_attention = FlexAttentionWrapper() if self.attn_type == "flex" else CausalSDPA()
 
     def init_weights(self, init_std: float) -> None:
         for linear in (self.wq, self.wk, self.wv):
@@ -188,7 +208,7 @@ class GroupedDiffAttention(nn.Module):
             assert isinstance(masks, BlockMask), masks
             return self.inner_attention(q, k, v, block_mask=masks, enable_gqa=enable_gqa)
         assert masks is None, "sdpa attention takes no attention masks"
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=enable_gqa)
+        return self.inner_attention(q, k, v, enable_gqa=enable_gqa)
 
     def _attend_wide_v(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, masks: BlockMask | None) -> torch.Tensor:
         """Attention with a 2d-wide value, as two d-wide calls (fused attention kernels want d_v == d_qk)."""

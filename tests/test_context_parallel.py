@@ -1,0 +1,166 @@
+"""Context parallelism for Motif-2 through TorchTitan's CP plan (each GDA attention call wrapped).
+
+On CPU (gloo): CP 2 forward with flex attention gives the single-rank model's logits at every position the
+rank holds, with and without the head-tail load balancer, for causal and document (block_causal) masks. CPU has
+no flex backward and no ring attention for SDPA (its kernels are CUDA-only), so training is checked on GPUs:
+CP 2 runs of the debug flavor (SDPA eager and compiled, flex) log the single-GPU run's losses, when two CUDA
+devices exist. Bad layouts are refused naming the field.
+"""
+
+import copy
+import dataclasses
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.distributed.device_mesh import init_device_mesh
+from torchtitan.config import ConfigManager
+from torchtitan.distributed.context_parallel import apply_cp_to_attention_module, prepare_context_parallel_input
+
+from motif_titan.model import Motif2Model, Motif2ModelArgs, motif2_args
+from motif_titan.model.model import _repeat_heads
+
+from conftest import SHORT_RUN, from_seed
+from gloo_ranks import run_on_gloo_ranks
+from test_training_runs import run_training
+
+EOS = 5
+ARGS = Motif2ModelArgs(dim=32, n_layers=2, n_heads=10, n_kv_heads=4, n_noise_heads=2, head_dim=8,
+                       ffn_hidden_dim=64, vocab_size=96, max_seq_len=512, rope_theta=10_000.0, attn_type="flex")
+BATCH, SEQ = 2, 512  # flex shards whole 128-position blocks: 2 ranks x 2 head-tail chunks x 128
+
+
+def _check_cp_forward(rank: int, world: int) -> list[str]:
+    failures = []
+    for mask_type in ("causal", "block_causal"):
+        for balancer in ("headtail", None):
+            # a fresh compile per case: recompiling flex with new mask functions in one process makes dynamic
+            # shapes, whose CPU code inductor (torch 2.13) fails to build
+            torch._dynamo.reset()
+            torch.manual_seed(0)
+            args = dataclasses.replace(ARGS, attn_mask_type=mask_type)
+            reference = Motif2Model(args)
+            with torch.no_grad():
+                reference.init_weights()
+            model = copy.deepcopy(reference)
+            tokens = torch.randint(EOS + 1, args.vocab_size, (BATCH, SEQ))
+            tokens[0, [100, 301]] = EOS  # documents end inside both ranks' chunks
+            tokens[1, 200] = EOS
+            masks = reference.get_attention_masks(tokens, SimpleNamespace(eos_id=EOS))
+            with torch.no_grad():
+                expected = reference(tokens, attention_masks=masks)
+
+            mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("cp",))
+            apply_cp_to_attention_module([layer.attention.inner_attention for layer in model.layers.values()],
+                                         mesh, "flex")
+            local_tokens, _, kwargs = prepare_context_parallel_input(
+                tokens, tokens.clone(), {"attention_masks": masks}, mesh, torch.device("cpu"), balancer)
+            positions = kwargs["positions"]
+            with torch.no_grad():
+                logits = model(local_tokens, **kwargs)
+            case = f"{mask_type}, load balancer {balancer}"
+            if local_tokens.shape != (BATCH, SEQ // world):
+                failures.append(f"{case}: local tokens {tuple(local_tokens.shape)}")
+                continue
+            # the rank's share: contiguous without a balancer, chunks r and 2*world-1-r with head-tail
+            chunk = SEQ // (2 * world)
+            held = (torch.arange(rank * 2 * chunk, (rank + 1) * 2 * chunk) if balancer is None else
+                    torch.cat([torch.arange(rank * chunk, (rank + 1) * chunk),
+                               torch.arange((2 * world - 1 - rank) * chunk, (2 * world - rank) * chunk)]))
+            if not torch.equal(positions[0].long(), held):
+                failures.append(f"{case}: positions {positions[0].tolist()[:4]}..., expected {held.tolist()[:4]}...")
+                continue
+            try:
+                torch.testing.assert_close(local_tokens, tokens[:, held], rtol=0, atol=0)
+                torch.testing.assert_close(logits, expected[:, held], rtol=1e-5, atol=1e-5)
+            except AssertionError as error:
+                failures.append(f"{case}: {error}")
+    return failures
+
+
+def test_cp2_flex_forward_gives_the_single_rank_logits(tmp_path):
+    run_on_gloo_ranks(tmp_path, 2, _check_cp_forward, timeout_s=300)
+
+
+def test_repeated_kv_heads_equal_gqa():
+    """The fp32 CUDA path repeats kv heads instead of asking SDPA for GQA: same pairing of q and kv heads."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 8, 16, 4), torch.randn(2, 2, 16, 4), torch.randn(2, 2, 16, 4)
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    repeated = F.scaled_dot_product_attention(q, _repeat_heads(k, 4), _repeat_heads(v, 4), is_causal=True)
+    torch.testing.assert_close(repeated, expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(_repeat_heads(k, 4)[:, 5], k[:, 1])
+
+
+def _job(*cli: str):
+    return ConfigManager().parse_args(["--model.name", "motif2", "--model.flavor", "debugmodel", *cli])
+
+
+@pytest.mark.parametrize("flavor,cli,message", [
+    ("debugmodel", ["--training.seq_len", "250"],
+     "training.seq_len = 250 must be a multiple of 4 (parallelism.context_parallel_degree = 2, load balancer "
+     "'headtail', attn_type 'sdpa') with seq_len / 2 a multiple of parallelism.tensor_parallel_degree = 1"),
+    ("debugmodel", ["--training.seq_len", "258", "--parallelism.tensor_parallel_degree", "2",
+                    "--parallelism.context_parallel_load_balancer", "None"],
+     "training.seq_len = 258 must be a multiple of 2 (parallelism.context_parallel_degree = 2, load balancer None, "
+     "attn_type 'sdpa') with seq_len / 2 a multiple of parallelism.tensor_parallel_degree = 2"),
+    ("debugmodel_flex_attn", ["--training.seq_len", "256"],
+     "training.seq_len = 256 must be a multiple of 512 (parallelism.context_parallel_degree = 2, load balancer "
+     "'headtail', attn_type 'flex')"),
+])
+def test_cp_refuses_sequences_that_do_not_split(flavor, cli, message):
+    args = dataclasses.replace(motif2_args[flavor])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        args.update_from_config(_job("--parallelism.context_parallel_degree", "2", *cli))
+
+
+def test_cp_accepts_sequences_that_split():
+    dataclasses.replace(motif2_args["debugmodel"]).update_from_config(
+        _job("--parallelism.context_parallel_degree", "2", "--training.seq_len", "264",
+             "--parallelism.tensor_parallel_degree", "2"))
+    dataclasses.replace(motif2_args["debugmodel_flex_attn"]).update_from_config(
+        _job("--parallelism.context_parallel_degree", "2", "--training.seq_len", "256",
+             "--parallelism.context_parallel_load_balancer", "None"))
+
+
+def test_cp_refuses_muonclip():
+    job = _job("--parallelism.context_parallel_degree", "2", "--job.custom_config_module", "motif_titan.job_config",
+               "--optimizer.name", "ParallelMuon", "--optimizer.qk_clip_threshold", "100")
+    with pytest.raises(NotImplementedError, match=re.escape(
+            "optimizer.qk_clip_threshold = 100.0 with parallelism.context_parallel_degree = 2: MuonClip records")):
+        dataclasses.replace(motif2_args["debugmodel"]).update_from_config(job)
+
+
+def test_cp_with_sdpa_on_cpu_is_refused_before_training(tmp_path):
+    with pytest.raises(AssertionError) as failed:
+        run_training(tmp_path / "run", 2, "--parallelism.context_parallel_degree", "2",
+                     "--parallelism.data_parallel_shard_degree", "1", "--training.steps", "1")
+    assert ("parallelism.context_parallel_degree = 2 on cpu: ring attention for SDPA runs CUDA attention kernels "
+            "(flash / efficient / cuDNN) only; allowed on cpu: 1") in str(failed.value)
+
+
+# --- GPUs ------------------------------------------------------------------------------------------------------
+
+two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="context parallel training needs 2 CUDA GPUs")
+
+
+@two_gpus
+@pytest.mark.parametrize("variant", [
+    [],
+    ["--compile.enable", "--compile.components", "model,loss"],
+    # slow: TorchTitan compiles flex attention with max-autotune, about a minute per attention shape and pass
+    ["--model.flavor", "debugmodel_flex_attn", "--training.seq_len", "512"],
+], ids=["sdpa", "sdpa_compiled", "flex_block_causal"])
+def test_cp2_training_run_logs_the_single_gpu_losses(tmp_path, seed_checkpoint, variant):
+    """fp32 (the debug TOML's), so SDPA runs the efficient kernel on both sides; ring attention and the head-tail
+    shards reorder sums only."""
+    reference = run_training(tmp_path / "single", 1, *SHORT_RUN, *from_seed(seed_checkpoint), *variant)
+    losses, log = run_training(tmp_path / "cp", 2, *SHORT_RUN, *from_seed(seed_checkpoint), *variant,
+                               "--parallelism.context_parallel_degree", "2",
+                               "--parallelism.data_parallel_shard_degree", "1", return_log=True)
+    assert "Applied Context Parallel to the model" in log
+    assert sorted(losses) == sorted(reference) == [1, 2, 3, 4]
+    for step, loss in reference.items():
+        assert float(losses[step]) == pytest.approx(float(loss), rel=2e-4), (step, losses, reference)
