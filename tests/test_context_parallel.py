@@ -1,7 +1,7 @@
 """Context parallelism for Motif-2 through TorchTitan's CP plan (each GDA attention call wrapped).
 
-On CPU (gloo): CP 2 forward with flex attention gives the single-rank model's logits at every position the
-rank holds, with and without the head-tail load balancer, for causal and document (block_causal) masks. CPU has
+On CPU (gloo): CP 2 (and CP 2 x TP 2) forward with flex attention gives the single-rank model's logits at every
+position the rank holds, with and without the head-tail load balancer, for causal and document (block_causal) masks. CPU has
 no flex backward and no ring attention for SDPA (its kernels are CUDA-only), so training is checked on GPUs:
 CP 2 runs of the debug flavor (SDPA eager and compiled, flex) log the single-GPU run's losses, when two CUDA
 devices exist. Bad layouts are refused naming the field.
@@ -16,9 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor
 from torchtitan.config import ConfigManager
 from torchtitan.distributed.context_parallel import apply_cp_to_attention_module, prepare_context_parallel_input
 
+from motif_titan.infra.parallelize import apply_tp
 from motif_titan.model import Motif2Model, Motif2ModelArgs, motif2_args
 from motif_titan.model.model import _repeat_heads
 
@@ -32,7 +34,8 @@ ARGS = Motif2ModelArgs(dim=32, n_layers=2, n_heads=10, n_kv_heads=4, n_noise_hea
 BATCH, SEQ = 2, 512  # flex shards whole 128-position blocks: 2 ranks x 2 head-tail chunks x 128
 
 
-def _check_cp_forward(rank: int, world: int) -> list[str]:
+def _check_cp_forward(rank: int, world: int, tp: int) -> list[str]:
+    cp = world // tp
     failures = []
     for mask_type in ("causal", "block_causal"):
         for balancer in ("headtail", None):
@@ -52,23 +55,27 @@ def _check_cp_forward(rank: int, world: int) -> list[str]:
             with torch.no_grad():
                 expected = reference(tokens, attention_masks=masks)
 
-            mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("cp",))
+            mesh = init_device_mesh("cpu", (cp, tp), mesh_dim_names=("cp", "tp"))
+            if tp > 1:
+                apply_tp(model, mesh["tp"], loss_parallel=True)
             apply_cp_to_attention_module([layer.attention.inner_attention for layer in model.layers.values()],
-                                         mesh, "flex")
+                                         mesh["cp"], "flex")
             local_tokens, _, kwargs = prepare_context_parallel_input(
-                tokens, tokens.clone(), {"attention_masks": masks}, mesh, torch.device("cpu"), balancer)
+                tokens, tokens.clone(), {"attention_masks": masks}, mesh["cp"], torch.device("cpu"), balancer)
             positions = kwargs["positions"]
             with torch.no_grad():
                 logits = model(local_tokens, **kwargs)
+            if isinstance(logits, DTensor):  # loss parallel: vocab-sharded over tp
+                logits = logits.full_tensor()
             case = f"{mask_type}, load balancer {balancer}"
-            if local_tokens.shape != (BATCH, SEQ // world):
+            if local_tokens.shape != (BATCH, SEQ // cp):
                 failures.append(f"{case}: local tokens {tuple(local_tokens.shape)}")
                 continue
-            # the rank's share: contiguous without a balancer, chunks r and 2*world-1-r with head-tail
-            chunk = SEQ // (2 * world)
-            held = (torch.arange(rank * 2 * chunk, (rank + 1) * 2 * chunk) if balancer is None else
-                    torch.cat([torch.arange(rank * chunk, (rank + 1) * chunk),
-                               torch.arange((2 * world - 1 - rank) * chunk, (2 * world - rank) * chunk)]))
+            # the cp rank's share: contiguous without a balancer, chunks r and 2*cp-1-r with head-tail
+            r, chunk = mesh["cp"].get_local_rank(), SEQ // (2 * cp)
+            held = (torch.arange(r * 2 * chunk, (r + 1) * 2 * chunk) if balancer is None else
+                    torch.cat([torch.arange(r * chunk, (r + 1) * chunk),
+                               torch.arange((2 * cp - 1 - r) * chunk, (2 * cp - r) * chunk)]))
             if not torch.equal(positions[0].long(), held):
                 failures.append(f"{case}: positions {positions[0].tolist()[:4]}..., expected {held.tolist()[:4]}...")
                 continue
@@ -80,8 +87,9 @@ def _check_cp_forward(rank: int, world: int) -> list[str]:
     return failures
 
 
-def test_cp2_flex_forward_gives_the_single_rank_logits(tmp_path):
-    run_on_gloo_ranks(tmp_path, 2, _check_cp_forward, timeout_s=300)
+@pytest.mark.parametrize("world,tp", [(2, 1), (4, 2)], ids=["cp2", "cp2_x_tp2"])
+def test_cp_flex_forward_gives_the_single_rank_logits(tmp_path, world, tp):
+    run_on_gloo_ranks(tmp_path, world, _check_cp_forward, tp, timeout_s=300)
 
 
 def test_repeated_kv_heads_equal_gqa():
