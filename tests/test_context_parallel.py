@@ -1,7 +1,8 @@
 """Context parallelism for Motif-2 through TorchTitan's CP plan (each GDA attention call wrapped).
 
 On CPU (gloo): CP 2 (and CP 2 x TP 2) forward with flex attention gives the single-rank model's logits at every
-position the rank holds, with and without the head-tail load balancer, for causal and document (block_causal) masks. CPU has
+position the rank holds, and MuonClip's per-head max logits once MAX-reduced over the ranks, with and without the
+head-tail load balancer, for causal and document (block_causal) masks. CPU has
 no flex backward and no ring attention for SDPA (its kernels are CUDA-only), so training is checked on GPUs:
 CP 2 runs of the debug flavor (SDPA eager and compiled, flex) log the single-GPU run's losses, when two CUDA
 devices exist. Bad layouts are refused naming the field.
@@ -14,13 +15,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 from torchtitan.config import ConfigManager
-from torchtitan.distributed.context_parallel import apply_cp_to_attention_module, prepare_context_parallel_input
+from torchtitan.distributed.context_parallel import prepare_context_parallel_input
 
-from motif_titan.infra.parallelize import apply_tp
+from motif_titan.infra.parallelize import apply_cp, apply_tp
 from motif_titan.model import Motif2Model, Motif2ModelArgs, motif2_args
 from motif_titan.model.model import _repeat_heads
 
@@ -48,6 +50,9 @@ def _check_cp_forward(rank: int, world: int, tp: int) -> list[str]:
             with torch.no_grad():
                 reference.init_weights()
             model = copy.deepcopy(reference)
+            for m in (reference, model):
+                for layer in m.layers.values():
+                    layer.attention.track_max_logits = True  # MuonClip's recording
             tokens = torch.randint(EOS + 1, args.vocab_size, (BATCH, SEQ))
             tokens[0, [100, 301]] = EOS  # documents end inside both ranks' chunks
             tokens[1, 200] = EOS
@@ -58,8 +63,7 @@ def _check_cp_forward(rank: int, world: int, tp: int) -> list[str]:
             mesh = init_device_mesh("cpu", (cp, tp), mesh_dim_names=("cp", "tp"))
             if tp > 1:
                 apply_tp(model, mesh["tp"], loss_parallel=True)
-            apply_cp_to_attention_module([layer.attention.inner_attention for layer in model.layers.values()],
-                                         mesh["cp"], "flex")
+            apply_cp(model, mesh["cp"])
             local_tokens, _, kwargs = prepare_context_parallel_input(
                 tokens, tokens.clone(), {"attention_masks": masks}, mesh["cp"], torch.device("cpu"), balancer)
             positions = kwargs["positions"]
@@ -79,9 +83,15 @@ def _check_cp_forward(rank: int, world: int, tp: int) -> list[str]:
             if not torch.equal(positions[0].long(), held):
                 failures.append(f"{case}: positions {positions[0].tolist()[:4]}..., expected {held.tolist()[:4]}...")
                 continue
+            # each rank's maxima cover its queries against all keys (and its TP groups' heads); MuonClip's MAX over
+            # the ranks must give the whole sequence's
+            maxima = torch.stack([layer.attention.max_logits for layer in model.layers.values()])
+            expected_maxima = torch.stack([layer.attention.max_logits for layer in reference.layers.values()])
+            dist.all_reduce(maxima, op=dist.ReduceOp.MAX)
             try:
                 torch.testing.assert_close(local_tokens, tokens[:, held], rtol=0, atol=0)
                 torch.testing.assert_close(logits, expected[:, held], rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(maxima, expected_maxima, rtol=1e-5, atol=1e-5)
             except AssertionError as error:
                 failures.append(f"{case}: {error}")
     return failures
@@ -131,14 +141,6 @@ def test_cp_accepts_sequences_that_split():
     dataclasses.replace(motif2_args["debugmodel_flex_attn"]).update_from_config(
         _job("--parallelism.context_parallel_degree", "2", "--training.seq_len", "256",
              "--parallelism.context_parallel_load_balancer", "None"))
-
-
-def test_cp_refuses_muonclip():
-    job = _job("--parallelism.context_parallel_degree", "2", "--job.custom_config_module", "motif_titan.job_config",
-               "--optimizer.name", "ParallelMuon", "--optimizer.qk_clip_threshold", "100")
-    with pytest.raises(NotImplementedError, match=re.escape(
-            "optimizer.qk_clip_threshold = 100.0 with parallelism.context_parallel_degree = 2: MuonClip records")):
-        dataclasses.replace(motif2_args["debugmodel"]).update_from_config(job)
 
 
 def test_cp_with_sdpa_on_cpu_is_refused_before_training(tmp_path):

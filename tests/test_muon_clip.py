@@ -116,3 +116,29 @@ def _without_all_reduce(fn, *args):
 
 def test_muon_clip_on_fsdp_shards_matches_full_matrices(tmp_path):
     run_on_gloo_ranks(tmp_path, 2, _check_sharded_clip, timeout_s=60)
+
+
+def _check_layers_by_index(rank: int, world: int) -> list[str]:
+    """Rank r holds only layer r of a 2-layer model (as a pipeline stage would): each layer must be clipped with
+    its own maxima, and the stats must cover both layers on both ranks."""
+    attn = _attention(seed=rank)
+    full_q, full_k = attn.wq.weight.detach().clone(), attn.wk.weight.detach().clone()
+    logits = torch.full((10,), 1.0)
+    logits[HOT_NOISE if rank == 0 else HOT_SIGNAL] = 40.0 if rank == 0 else 60.0
+    wq, wk = torch.nn.Parameter(full_q.clone()), torch.nn.Parameter(full_k.clone())
+    heads = [SimpleNamespace(wq=wq, wk=wk, head_dim=8, kv_head_for_q_head=attn.kv_head_for_q_head,
+                             max_logits=logits.clone(), layer_index=rank, n_layers=2)]
+    stats = qk_clip(heads, threshold=20.0, alpha=0.5)
+    ref_heads = [SimpleNamespace(wq=full_q, wk=full_k, head_dim=8, kv_head_for_q_head=attn.kv_head_for_q_head,
+                                 max_logits=logits)]
+    _without_all_reduce(qk_clip, ref_heads, 20.0, 0.5)  # this layer alone, on its own maxima
+    failures = []
+    if not (torch.equal(wq.detach(), full_q) and torch.equal(wk.detach(), full_k)):
+        failures.append("the layer was not clipped with its own maxima")
+    if stats != {"max_logit": 60.0, "heads_clipped": 2}:
+        failures.append(f"stats {stats}, expected both layers: max 60.0, 2 heads")
+    return failures
+
+
+def test_muon_clip_reduces_by_layer_index_when_ranks_hold_different_layers(tmp_path):
+    run_on_gloo_ranks(tmp_path, 2, _check_layers_by_index, timeout_s=60)

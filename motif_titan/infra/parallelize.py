@@ -2,8 +2,7 @@
 checkpointing, per-block torch.compile, FSDP/HSDP.
 
 Mirrors TorchTitan's ``parallelize_llama`` order (TP -> CP -> AC -> compile -> FSDP) and reuses its helpers.
-Unsupported layouts (TP degrees that split a GDA group, sequences that do not split evenly, MuonClip under
-context parallelism) are rejected earlier, in ``Motif2ModelArgs.update_from_config``, naming the TOML field; the
+Unsupported layouts (TP degrees that split a GDA group, sequences that do not split evenly) are rejected earlier, in ``Motif2ModelArgs.update_from_config``, naming the TOML field; the
 checks here guard direct callers.
 
 Tensor parallel plan (``apply_tp``): GDA's head layout keeps every group in a contiguous block of rows: group g is
@@ -74,11 +73,7 @@ def parallelize_motif2(model: nn.Module, parallel_dims: ParallelDims, job_config
                 f"parallelism.context_parallel_degree = {parallel_dims.cp} on {device_type}: ring attention for "
                 f"SDPA runs CUDA attention kernels (flash / efficient / cuDNN) only; allowed on {device_type}: 1"
             )
-        apply_cp_to_attention_module(
-            [block.attention.inner_attention for block in model.layers.values() if block is not None],
-            parallel_dims.get_mesh("cp"),
-            model.model_args.attn_type,
-        )
+        apply_cp(model, parallel_dims.get_mesh("cp"))
 
     model_compile_enabled = job_config.compile.enable and "model" in job_config.compile.components
     if job_config.activation_checkpoint.mode != "none":
@@ -110,6 +105,15 @@ def parallelize_motif2(model: nn.Module, parallel_dims: ParallelDims, job_config
             "use data_parallel_shard_degree (FSDP) or both (HSDP)"
         )
     return model
+
+
+def apply_cp(model: nn.Module, cp_mesh: DeviceMesh) -> None:
+    """Context parallelism: TorchTitan's plan on every layer's ``inner_attention`` (the module each of GDA's four
+    attention calls per layer goes through), and the cp mesh on each attention for the max-logit recording."""
+    attentions = [block.attention for block in model.layers.values() if block is not None]
+    apply_cp_to_attention_module([a.inner_attention for a in attentions], cp_mesh, model.model_args.attn_type)
+    for attention in attentions:
+        attention.cp_mesh = cp_mesh
 
 
 def apply_fsdp(

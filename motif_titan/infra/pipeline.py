@@ -38,9 +38,9 @@ def pipeline_motif2(
     if qk_clip_threshold > 0:
         raise NotImplementedError(
             f"optimizer.qk_clip_threshold = {qk_clip_threshold} with parallelism.pipeline_parallel_degree = "
-            f"{parallel_dims.pp}: MuonClip MAX-reduces each layer's per-head max logits over all ranks by the "
-            "layer's position in the rank's model part, and pipeline stages hold different layers, so layers of "
-            "different stages would be merged. Allowed under PP: optimizer.qk_clip_threshold = 0 (off)."
+            f"{parallel_dims.pp}: at the first step torch's pipeline stages infer shapes by running every stage "
+            "after the first on uninitialized placeholder inputs, and MuonClip's max-logit recording would take "
+            "those logits for real ones. Allowed under PP: optimizer.qk_clip_threshold = 0 (off)."
         )
     fqns = job_config.parallelism.module_fqns_per_model_part
     if fqns is not None:

@@ -102,8 +102,8 @@ class Motif2ModelArgs(BaseModelArgs):
     def check_context_parallel(self, degree: int, job_config: JobConfig) -> None:
         """Raise, naming the TOML field, when context parallelism cannot run this job: the sequence must split
         into 2 * degree chunks (TorchTitan's head-tail load balancer; degree chunks without one), of whole
-        128-position blocks for flex attention; each rank's share must split over the tensor parallel degree;
-        MuonClip must be off (its max-logit recording sees only the rank's own queries and keys)."""
+        128-position blocks for flex attention, and each rank's share must split over the tensor parallel
+        degree."""
         par = job_config.parallelism
         seq_len, tp = job_config.training.seq_len, par.tensor_parallel_degree
         chunks = 2 * degree if par.context_parallel_load_balancer else degree
@@ -114,14 +114,6 @@ class Motif2ModelArgs(BaseModelArgs):
                 f"training.seq_len = {seq_len} must be a multiple of {multiple} (parallelism.context_parallel_degree "
                 f"= {degree}, load balancer {par.context_parallel_load_balancer!r}, attn_type {self.attn_type!r}) "
                 f"with seq_len / {degree} a multiple of parallelism.tensor_parallel_degree = {tp}"
-            )
-        qk_clip_threshold = getattr(job_config.optimizer, "qk_clip_threshold", 0.0)
-        if qk_clip_threshold > 0:
-            raise NotImplementedError(
-                f"optimizer.qk_clip_threshold = {qk_clip_threshold} with parallelism.context_parallel_degree = "
-                f"{degree}: MuonClip records each head's max logit q.k over the whole causal sequence, and under "
-                f"context parallelism a rank holds only its share of the queries and keys. Allowed with context "
-                f"parallelism: optimizer.qk_clip_threshold = 0 (off)."
             )
 
     def update_from_config(self, job_config: JobConfig, **kwargs) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import torch
+import torch.distributed._functional_collectives as funcol
 import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor, Partial
@@ -114,6 +115,8 @@ class QKClipHeads:
     kv_head_for_q_head: tuple[int, ...]
     max_logits: torch.Tensor
     set_tracking: Callable[[bool], None]
+    layer_index: int  # among n_layers over all pipeline stages
+    n_layers: int
 
 
 class GroupedDiffAttention(nn.Module):
@@ -153,6 +156,9 @@ class GroupedDiffAttention(nn.Module):
         # The first q head this rank computes: tensor parallelism keeps whole groups per rank and sets it, so the
         # maxima land at their global head index in ``max_logits``.
         self.local_q_head_offset = 0
+        # Context parallelism sets its mesh: the rank holds some positions of every sequence, and the max-logit
+        # recording gathers the keys of the others.
+        self.cp_mesh = None
         # Every attention call goes through this module (context parallelism wraps it).
         self.inner_attention = FlexAttentionWrapper() if self.attn_type == "flex" else CausalSDPA()
 
@@ -173,19 +179,29 @@ class GroupedDiffAttention(nn.Module):
         return tuple(2 * g + (j == R) for g in range(self.n_groups) for j in range(R + 1))
 
     @torch.no_grad()
-    def _record_max_logits(self, q_signal, q_noise, k1, k2, query_block: int = 512) -> None:
+    def _record_max_logits(self, q_signal, q_noise, k1, k2, positions=None, query_block: int = 512) -> None:
         """Max over batch, queries and causal keys of q . k / sqrt(d), per q head: QK^T only (no softmax, no PV),
         in query blocks so the score tile stays small. Causal masking only: with document masks the maxima also
-        see cross-document pairs, an upper bound, so clipping errs on the safe side."""
+        see cross-document pairs, an upper bound, so clipping errs on the safe side. Under context parallelism
+        the queries are this rank's positions (``positions``, the same for every row) and the keys are gathered
+        from all cp ranks; MuonClip's MAX over ranks then gives the whole sequence's maxima."""
         R, d = self.ratio, self.head_dim
         seqlen = q_signal.shape[2]
+        query_pos = key_pos = torch.arange(seqlen, device=q_signal.device)
+        if self.cp_mesh is not None:
+            # this rank's positions (head-tail shards are not contiguous) against every rank's keys
+            query_pos = positions[0].long()
+            key_pos = funcol.all_gather_tensor(query_pos, gather_dim=0, group=self.cp_mesh)
+            k1, k2 = (funcol.all_gather_tensor(k.contiguous(), gather_dim=2, group=self.cp_mesh) for k in (k1, k2))
         k_signal = k1.float().repeat_interleave(R, dim=1)
         maxima = [torch.full((q.shape[1],), float("-inf"), device=q.device) for q in (q_signal, q_noise)]
         for start in range(0, seqlen, query_block):
             stop = min(start + query_block, seqlen)
-            future = torch.ones(stop - start, stop, dtype=torch.bool, device=q_signal.device).triu(start + 1)
+            # without CP, keys past the block's last query are all in its future: skip them
+            visible = stop if self.cp_mesh is None else key_pos.numel()
+            future = key_pos[None, :visible] > query_pos[start:stop, None]
             for i, (q, k) in enumerate(((q_signal, k_signal), (q_noise, k2.float()))):
-                scores = (q[:, :, start:stop].float() @ k[:, :, :stop].transpose(-1, -2)) * d ** -0.5
+                scores = (q[:, :, start:stop].float() @ k[:, :, :visible].transpose(-1, -2)) * d ** -0.5
                 scores = scores.masked_fill(future, float("-inf"))
                 maxima[i] = torch.maximum(maxima[i], scores.amax(dim=(0, 2, 3)))
         signal, noise = maxima
@@ -238,7 +254,7 @@ class GroupedDiffAttention(nn.Module):
         v = xv.view(bs, seqlen, -1, 2 * d).transpose(1, 2)  # (bs, G, seq, 2d) = V1_g || V2_g
 
         if self.track_max_logits:
-            self._record_max_logits(q_signal, q_noise, k1, k2)
+            self._record_max_logits(q_signal, q_noise, k1, k2, positions)
         signal = self._attend_wide_v(q_signal.contiguous(), k1.contiguous(), v, attention_masks)
         noise = self._attend_wide_v(q_noise.contiguous(), k2.contiguous(), v, attention_masks)
         n_local_groups = noise.shape[1]
@@ -366,12 +382,15 @@ class Motif2Model(ModelProtocol):
     def qk_clip_heads(self) -> list[QKClipHeads]:
         """One entry per layer, for MuonClip (read after parallelization: FSDP has swapped in DTensor params)."""
         heads = []
-        for layer in self.layers.values():
+        for layer_id, layer in self.layers.items():
+            if layer is None:
+                continue
             attention = cast(TransformerBlock, layer).attention
             heads.append(QKClipHeads(
                 wq=attention.wq.weight, wk=attention.wk.weight, head_dim=attention.head_dim,
                 kv_head_for_q_head=attention.kv_head_for_q_head, max_logits=attention.max_logits,
                 set_tracking=lambda on, a=attention: setattr(a, "track_max_logits", on),
+                layer_index=int(layer_id), n_layers=self.model_args.n_layers,
             ))
         return heads
 

@@ -1,7 +1,7 @@
 """MuonClip (QK-Clip, Kimi K2) for attention whose heads a model describes (``qk_clip_heads()``).
 
 After an optimizer step, every q head h whose max pre-softmax logit S_h over the step (MAX-all-reduced over all
-ranks, so DP / CP ranks agree) exceeds the threshold tau gets gamma = tau / S_h:
+ranks, so DP / CP / TP ranks agree, per layer index, so pipeline stages keep their own layers) exceeds the threshold tau gets gamma = tau / S_h:
 - if its kv head serves only h (GDA's K2 noise heads; every head with ratio 1), the rows of W_q for h are scaled by
   gamma^alpha and the rows of W_k for the kv head by gamma^(1 - alpha): S_h becomes tau;
 - if its kv head is shared (GDA's K1 serves the group's R signal heads), only the W_q rows of h are scaled, by gamma:
@@ -32,25 +32,34 @@ def scale_rows(param: Tensor, start: int, stop: int, factor: float) -> None:
 @torch.no_grad()
 def qk_clip(heads: Sequence, threshold: float, alpha: float = 0.5) -> dict[str, float]:
     """Clip every layer in ``heads`` (objects with wq, wk, head_dim, kv_head_for_q_head, max_logits); reset the
-    recorded maxima. Returns {"max_logit": largest S over all heads, "heads_clipped": count}."""
+    recorded maxima. Returns {"max_logit": largest S over all heads, "heads_clipped": count}, over all layers of
+    the model on every rank.
+
+    Heads that also carry ``layer_index`` and ``n_layers`` (motif2's do) are reduced by their layer index in the
+    whole model, so pipeline stages, which hold different layers, each get their own layers' maxima. Without
+    them, layers are matched by their position in ``heads``: every rank must then hold the same layers."""
     if not heads:
         return {"max_logit": float("-inf"), "heads_clipped": 0}
-    maxima = torch.stack([h.max_logits for h in heads]).float()
+    local = torch.stack([h.max_logits for h in heads]).float()
+    indices = [getattr(h, "layer_index", None) for h in heads]
+    if all(i is not None for i in indices):
+        table = local.new_full((heads[0].n_layers, local.shape[1]), float("-inf"))
+        table[indices] = local
+    else:
+        table, indices = local, list(range(len(heads)))
     if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(maxima, op=dist.ReduceOp.MAX)
-    clipped = 0
-    for layer, logits in zip(heads, maxima.tolist()):
+        dist.all_reduce(table, op=dist.ReduceOp.MAX)
+    for layer, logits in zip(heads, table[indices].tolist()):
         d = layer.head_dim
         sharing = Counter(layer.kv_head_for_q_head)
         for q_head, (s, kv_head) in enumerate(zip(logits, layer.kv_head_for_q_head)):
             if s <= threshold:
                 continue
             gamma = threshold / s
-            clipped += 1
             if sharing[kv_head] == 1:
                 scale_rows(layer.wq, q_head * d, (q_head + 1) * d, gamma ** alpha)
                 scale_rows(layer.wk, kv_head * d, (kv_head + 1) * d, gamma ** (1 - alpha))
             else:
                 scale_rows(layer.wq, q_head * d, (q_head + 1) * d, gamma)
         layer.max_logits.fill_(float("-inf"))
-    return {"max_logit": float(maxima.max()), "heads_clipped": clipped}
+    return {"max_logit": float(table.max()), "heads_clipped": int((table > threshold).sum())}
