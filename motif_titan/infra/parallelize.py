@@ -2,8 +2,8 @@
 checkpointing, per-block torch.compile, FSDP/HSDP.
 
 Mirrors TorchTitan's ``parallelize_llama`` order (TP -> CP -> AC -> compile -> FSDP) and reuses its helpers.
-Unsupported layouts (TP degrees that split a GDA group, sequences that do not split evenly) are rejected earlier, in ``Motif2ModelArgs.update_from_config``, naming the TOML field; the
-checks here guard direct callers.
+Unsupported layouts (TP degrees that split a GDA group, sequences that do not split evenly) are rejected earlier,
+in ``Motif2ModelArgs.update_from_config``, naming the TOML field; the checks here guard direct callers.
 
 Tensor parallel plan (``apply_tp``): GDA's head layout keeps every group in a contiguous block of rows: group g is
 q heads (R+1)g .. (R+1)g+R (R signal heads, then the noise head), kv heads 2g (K1/V1) and 2g+1 (K2/V2), and
@@ -32,8 +32,8 @@ from torchtitan.distributed.activation_checkpoint import apply_ac
 from torchtitan.distributed.context_parallel import apply_cp_to_attention_module
 from torchtitan.distributed.tensor_parallel import maybe_enable_async_tp
 from torchtitan.models.llama3.infra.parallelize import apply_compile, disable_fsdp_gradient_division
-from torchtitan.tools.logging import logger
 from torchtitan.tools import utils as tt_utils
+from torchtitan.tools.logging import logger
 
 from motif_titan.model.args import Motif2ModelArgs
 from motif_titan.model.model import GroupedDiffAttention

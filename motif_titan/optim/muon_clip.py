@@ -1,7 +1,8 @@
 """MuonClip (QK-Clip, Kimi K2) for attention whose heads a model describes (``qk_clip_heads()``).
 
 After an optimizer step, every q head h whose max pre-softmax logit S_h over the step (MAX-all-reduced over all
-ranks, so DP / CP / TP ranks agree, per layer index, so pipeline stages keep their own layers) exceeds the threshold tau gets gamma = tau / S_h:
+ranks per layer index, so DP / CP / TP ranks agree and ranks holding different layers keep their own) exceeds the
+threshold tau gets gamma = tau / S_h:
 - if its kv head serves only h (GDA's K2 noise heads; every head with ratio 1), the rows of W_q for h are scaled by
   gamma^alpha and the rows of W_k for the kv head by gamma^(1 - alpha): S_h becomes tau;
 - if its kv head is shared (GDA's K1 serves the group's R signal heads), only the W_q rows of h are scaled, by gamma:
