@@ -4,7 +4,6 @@ processes), ramps, disjoint streams, metrics, and every bad config named before 
 import json
 import math
 import pickle
-from pathlib import Path
 
 import pytest
 import torch

@@ -13,7 +13,6 @@ import torch
 from torchtitan.config import ConfigManager
 from torchtitan.models.attention import get_document_mask_mod
 
-from motif_titan.data.curriculum import DomainSpec
 from motif_titan.data.curriculum_dataloader import build_curriculum_dataloader
 from motif_titan.data.sft import IGNORE_INDEX, SimpleChatTemplate, TokenizerChatTemplate, sample_labels
 from motif_titan.data.text_dataloader import build_tokenizer, embedded_assets_dir

@@ -3,7 +3,6 @@ flavor against the job, Muon, FP8 converter, curriculum and ramps at the GPU cou
 model on the meta device; the 12.7B stages chain, each starting from the previous stage's final checkpoint."""
 
 import dataclasses
-import re
 from pathlib import Path
 
 import pytest
