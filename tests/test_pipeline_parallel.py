@@ -17,6 +17,7 @@ from motif_titan.infra.pipeline import pipeline_motif2
 from motif_titan.model import motif2_args
 
 from conftest import SHORT_RUN, from_seed
+from test_tensor_parallel import QK_CLIP
 from test_training_runs import run_training
 
 
@@ -37,17 +38,31 @@ def test_pipeline_run_logs_the_single_rank_losses(tmp_path, seed_checkpoint, sin
         assert float(losses[step]) == pytest.approx(float(loss), abs=2e-5), (step, losses, reference)
 
 
-def test_pipeline_refuses_muonclip():
-    """torch's pipeline stages infer shapes at the first step by running later stages on torch.empty inputs: seen
-    on gloo, the second stage then recorded NaN max logits for its layers."""
-    job = SimpleNamespace(model=SimpleNamespace(flavor="debugmodel"),
-                          optimizer=SimpleNamespace(qk_clip_threshold=100.0),
-                          parallelism=SimpleNamespace(module_fqns_per_model_part=None))
-    with pytest.raises(NotImplementedError, match=r"optimizer.qk_clip_threshold = 100.0 with "
-                                                  r"parallelism.pipeline_parallel_degree = 2: .* uninitialized "
-                                                  r"placeholder inputs, .* Allowed under PP: "
-                                                  r"optimizer.qk_clip_threshold = 0 \(off\)"):
-        pipeline_motif2(None, SimpleNamespace(pp=2), job, None, motif2_args["debugmodel"], None, None)
+@pytest.mark.parametrize("nproc,layout", [
+    (2, ["--parallelism.pipeline_parallel_schedule", "1F1B", "--parallelism.pipeline_parallel_microbatch_size", "2"]),
+    (4, ["--parallelism.pipeline_parallel_schedule", "Interleaved1F1B",
+         "--parallelism.pipeline_parallel_microbatch_size", "1", "--parallelism.tensor_parallel_degree", "2"]),
+], ids=["pp2_1f1b", "pp2_x_tp2_interleaved"])
+def test_pp_parallel_muon_with_muonclip_tracks_the_single_rank_run(tmp_path, seed_checkpoint, nproc, layout):
+    """ParallelMuon and MuonClip with threshold 0.3 (tens of heads clipped every step) under PP 2 (and PP 2 x TP 2
+    with two stages per rank): stages hold different layers and MuonClip reduces the max logits by global layer
+    index. The stages' shape inference
+    at step 1 (run on torch.empty inputs) must not be recorded: without skip_max_logits_in_first_forward the
+    second stage recorded NaN maxima here. Same losses, max logits and clipped-head counts as the single-rank run
+    (steps 1-3: Newton-Schulz in bf16 on gradients summed in another order drifts ~1e-4 per step)."""
+    muon = [*SHORT_RUN, *from_seed(seed_checkpoint), "--optimizer.name", "ParallelMuon", "--optimizer.lr", "0.02",
+            "--optimizer.qk_clip_threshold", "0.3"]
+    reference, ref_log = run_training(tmp_path / "reference", 1, *muon, return_log=True)
+    losses, log = run_training(tmp_path / "pp", nproc, *muon, "--parallelism.pipeline_parallel_degree", "2",
+                               "--parallelism.data_parallel_shard_degree", "1", *layout, return_log=True)
+    ref_clips = {int(step): (float(m), int(n)) for step, m, n in QK_CLIP.findall(ref_log)}
+    clips = {int(step): (float(m), int(n)) for step, m, n in QK_CLIP.findall(log)}
+    assert sorted(ref_clips) == [1, 2, 3, 4] and set(clips) == {1, 2, 3, 4}, (clips, ref_clips)
+    assert all(n >= 10 for _, n in ref_clips.values()), ref_clips
+    for step in (1, 2, 3):
+        assert float(losses[step]) == pytest.approx(float(reference[step]), abs=1e-3), (losses, reference)
+        assert clips[step][0] == pytest.approx(ref_clips[step][0], abs=2e-3), (clips, ref_clips)
+    assert clips[1][1] == ref_clips[1][1] and clips[2][1] == ref_clips[2][1], (clips, ref_clips)
 
 
 def test_pipeline_split_names_unknown_modules():
