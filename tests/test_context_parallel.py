@@ -2,10 +2,10 @@
 
 On CPU (gloo): CP 2 (and CP 2 x TP 2) forward with flex attention gives the single-rank model's logits at every
 position the rank holds, and MuonClip's per-head max logits once MAX-reduced over the ranks, with and without the
-head-tail load balancer, for causal and document (block_causal) masks. CPU has
-no flex backward and no ring attention for SDPA (its kernels are CUDA-only), so training is checked on GPUs:
-CP 2 runs of the debug flavor (SDPA eager and compiled, flex) log the single-GPU run's losses, when two CUDA
-devices exist. Bad layouts are refused naming the field.
+head-tail load balancer, for causal and document (block_causal) masks. CPU has no flex backward and no ring
+attention for SDPA (its kernels are CUDA-only), so training is checked on GPUs: CP 2 runs of the debug flavor
+(SDPA eager and compiled, flex) log the single-GPU run's losses, when two CUDA devices exist. Bad layouts are
+refused naming the field.
 """
 
 import copy
