@@ -26,6 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from breakdown import format_table, summarize  # this folder is on sys.path when run as a script
+
 HERE = Path(__file__).resolve().parent
 LOG_LINE = re.compile(r"step:\s*(\d+).*?memory:\s*([0-9.]+)GiB.*?tps:\s*([0-9,]+).*?tflops:\s*([0-9.]+).*?mfu:\s*"
                       r"([0-9.]+)%")
@@ -77,16 +79,13 @@ def run_variant(name: str, gpus: int, steps: int, log_dir: Path, profile: bool =
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
     (log_dir / f"{name}{'_profile' if profile else ''}.log").write_text(log)
-    rows = [(int(s), float(m), float(t.replace(",", "")), float(tf), float(mfu))
-            for s, m, t, tf, mfu in LOG_LINE.findall(log)]
     if profile:
-        from breakdown import summarize
-
         trace = dump / "profile_traces" / f"iteration_{steps}" / "rank0_trace.json"
         if proc.returncode != 0 or not trace.is_file():
             return {"error": log[-3000:]}
         return {"breakdown": summarize(trace)}
-    rows = [r for r in rows if r[0] > 10]
+    rows = [(int(s), float(m), float(t.replace(",", "")), float(tf), float(mfu))
+            for s, m, t, tf, mfu in LOG_LINE.findall(log) if int(s) > 10]
     if proc.returncode != 0 or not rows:
         return {"error": log[-3000:]}
     return {"tps_per_gpu": statistics.median(r[2] for r in rows), "tflops": statistics.median(r[3] for r in rows),
@@ -115,8 +114,6 @@ def main():
         if "error" in results["variants"][name]:
             print(results["variants"][name]["error"][-1500:], flush=True)
     if args.profile:
-        from breakdown import format_table
-
         print(format_table({n: r["breakdown"] for n, r in results["variants"].items() if "breakdown" in r}))
         Path(args.out).write_text(json.dumps(results, indent=1))
         return
