@@ -19,7 +19,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
-from torchtitan.config import ConfigManager
 from torchtitan.distributed.context_parallel import prepare_context_parallel_input
 
 from motif_titan.infra.parallelize import apply_cp, apply_tp
@@ -28,6 +27,7 @@ from motif_titan.model.model import _repeat_heads
 
 from conftest import SHORT_RUN, from_seed
 from gloo_ranks import run_on_gloo_ranks
+from test_model import _job
 from test_training_runs import run_training
 
 EOS = 5
@@ -110,10 +110,6 @@ def test_repeated_kv_heads_equal_gqa():
     repeated = F.scaled_dot_product_attention(q, _repeat_heads(k, 4), _repeat_heads(v, 4), is_causal=True)
     torch.testing.assert_close(repeated, expected, rtol=1e-6, atol=1e-6)
     assert torch.equal(_repeat_heads(k, 4)[:, 5], k[:, 1])
-
-
-def _job(*cli: str):
-    return ConfigManager().parse_args(["--model.name", "motif2", "--model.flavor", "debugmodel", *cli])
 
 
 @pytest.mark.parametrize("flavor,cli,message", [

@@ -16,8 +16,7 @@ import pytest
 from motif_titan.infra.pipeline import pipeline_motif2
 from motif_titan.model import motif2_args
 
-from conftest import SHORT_RUN, from_seed
-from test_tensor_parallel import QK_CLIP
+from conftest import SHORT_RUN, check_muonclip_run_tracks_single_rank, from_seed
 from test_training_runs import run_training
 
 
@@ -44,25 +43,12 @@ def test_pipeline_run_logs_the_single_rank_losses(tmp_path, seed_checkpoint, sin
          "--parallelism.pipeline_parallel_microbatch_size", "1", "--parallelism.tensor_parallel_degree", "2"]),
 ], ids=["pp2_1f1b", "pp2_x_tp2_interleaved"])
 def test_pp_parallel_muon_with_muonclip_tracks_the_single_rank_run(tmp_path, seed_checkpoint, nproc, layout):
-    """ParallelMuon and MuonClip with threshold 0.3 (tens of heads clipped every step) under PP 2 (and PP 2 x TP 2
-    with two stages per rank): stages hold different layers and MuonClip reduces the max logits by global layer
-    index. The stages' shape inference
-    at step 1 (run on torch.empty inputs) must not be recorded: without skip_max_logits_in_first_forward the
-    second stage recorded NaN maxima here. Same losses, max logits and clipped-head counts as the single-rank run
-    (steps 1-3: Newton-Schulz in bf16 on gradients summed in another order drifts ~1e-4 per step)."""
-    muon = [*SHORT_RUN, *from_seed(seed_checkpoint), "--optimizer.name", "ParallelMuon", "--optimizer.lr", "0.02",
-            "--optimizer.qk_clip_threshold", "0.3"]
-    reference, ref_log = run_training(tmp_path / "reference", 1, *muon, return_log=True)
-    losses, log = run_training(tmp_path / "pp", nproc, *muon, "--parallelism.pipeline_parallel_degree", "2",
-                               "--parallelism.data_parallel_shard_degree", "1", *layout, return_log=True)
-    ref_clips = {int(step): (float(m), int(n)) for step, m, n in QK_CLIP.findall(ref_log)}
-    clips = {int(step): (float(m), int(n)) for step, m, n in QK_CLIP.findall(log)}
-    assert sorted(ref_clips) == [1, 2, 3, 4] and set(clips) == {1, 2, 3, 4}, (clips, ref_clips)
-    assert all(n >= 10 for _, n in ref_clips.values()), ref_clips
-    for step in (1, 2, 3):
-        assert float(losses[step]) == pytest.approx(float(reference[step]), abs=1e-3), (losses, reference)
-        assert clips[step][0] == pytest.approx(ref_clips[step][0], abs=2e-3), (clips, ref_clips)
-    assert clips[1][1] == ref_clips[1][1] and clips[2][1] == ref_clips[2][1], (clips, ref_clips)
+    """ParallelMuon and MuonClip under PP 2 (and PP 2 x TP 2 with two stages per rank): stages hold different
+    layers and MuonClip reduces the max logits by global layer index. The stages' shape inference at step 1 (run
+    on torch.empty inputs) must not be recorded: without skip_max_logits_in_first_forward the second stage
+    recorded NaN maxima here. Same losses, max logits and clipped-head counts as the single-rank run."""
+    check_muonclip_run_tracks_single_rank(tmp_path, seed_checkpoint, nproc, "--parallelism.pipeline_parallel_degree",
+                                          "2", "--parallelism.data_parallel_shard_degree", "1", *layout)
 
 
 def test_pipeline_split_names_unknown_modules():

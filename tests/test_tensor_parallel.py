@@ -4,7 +4,6 @@ for the tied-embedding Differential Attention layout (ratio 1). Plus the TP-awar
 TorchTitan training run with --parallelism.tensor_parallel_degree 2."""
 
 import copy
-import re
 import traceback
 
 import pytest
@@ -21,7 +20,7 @@ from motif_titan.infra.tensor_parallel_polynorm import TensorParallelPolyNorm
 from motif_titan.kernels import poly_norm_mul_reference
 from motif_titan.model import Motif2Model, Motif2ModelArgs, PolyNorm
 
-from conftest import SHORT_RUN, from_seed, grad_norms_of
+from conftest import SHORT_RUN, check_muonclip_run_tracks_single_rank, from_seed, grad_norms_of
 from gloo_ranks import run_on_gloo_ranks
 from test_training_runs import run_training
 
@@ -165,26 +164,8 @@ def test_tp2_training_run_logs_the_single_rank_losses_and_grad_norms(tmp_path, s
                                                                                                  ref_grad_norms)
 
 
-QK_CLIP = re.compile(r"step (\d+): qk_clip/max_logit ([0-9.]+), qk_clip/heads_clipped (\d+)")
-
-
 def test_tp2_parallel_muon_with_muonclip_tracks_the_single_rank_run(tmp_path, seed_checkpoint):
-    """ParallelMuon on TP-sharded matrices and MuonClip with threshold 0.3 (the debug model's max logits are about
-    0.55 at init, so tens of heads are clipped every step; each TP rank records its groups' heads at their global
-    indices). Same max logits and clipped-head counts as the single-rank run. Newton-Schulz runs in bf16 on
-    gradients summed in a different order, so the runs drift apart by ~1e-4 per step: steps 1-3 are compared."""
-    muon = [*SHORT_RUN, *from_seed(seed_checkpoint), "--optimizer.name", "ParallelMuon", "--optimizer.lr", "0.02",
-            "--optimizer.qk_clip_threshold", "0.3"]
-    reference, ref_log = run_training(tmp_path / "reference", 1, *muon, return_log=True)
-    losses, log = run_training(tmp_path / "tp2", 2, *muon, "--parallelism.tensor_parallel_degree", "2",
-                               "--parallelism.data_parallel_shard_degree", "1", return_log=True)
-    ref_clips = {int(step): (float(m), int(n)) for step, m, n in QK_CLIP.findall(ref_log)}
-    clips = {int(step): (float(m), int(n)) for step, m, n in QK_CLIP.findall(log)}
-    assert sorted(ref_clips) == sorted(clips) == [1, 2, 3, 4]
-    assert all(n >= 10 for _, n in ref_clips.values()), ref_clips
-    for step in (1, 2, 3):
-        assert float(losses[step]) == pytest.approx(float(reference[step]), abs=1e-3), (losses, reference)
-        assert clips[step][0] == pytest.approx(ref_clips[step][0], abs=2e-3), (clips, ref_clips)
-    # which heads cross the threshold: identical while the runs agree closely (later, a head at the threshold
-    # may flip with the drift)
-    assert clips[1][1] == ref_clips[1][1] and clips[2][1] == ref_clips[2][1], (clips, ref_clips)
+    """ParallelMuon on TP-sharded matrices and MuonClip: each TP rank records its groups' heads at their global
+    indices, and the run logs the single-rank run's losses, max logits and clipped-head counts."""
+    check_muonclip_run_tracks_single_rank(tmp_path, seed_checkpoint, 2, "--parallelism.tensor_parallel_degree", "2",
+                                          "--parallelism.data_parallel_shard_degree", "1")
