@@ -4,14 +4,15 @@ TorchTitan merges the dataclass named ``JobConfig`` below into its own config, r
 type is a new dataclass becomes a new TOML section, and a field named like an existing section (``optimizer``,
 ``training``, ...) whose dataclass subclasses TorchTitan's adds fields to that section. Each motif_titan part
 owns its section's dataclass, validated in ``__post_init__`` with errors that name the field; this module only
-assembles them. The model itself needs no new fields: a motif2 run is configured by ``[model] name = "motif2"``
-and ``flavor``. TorchTitan builds the merged dataclass from the fields alone, so each part validates its fields
-in its builder, before anything is built (e.g. ``motif_titan.optim.builder.validate_muon_config``).
+assembles them. A motif2 run is configured by ``[model] name = "motif2"`` and ``flavor``; the one model field
+added (``gda_value_path``) overrides a flavor's choice of GDA attention calls. TorchTitan builds the merged
+dataclass from the fields alone, so each part validates its fields in its builder, before anything is built (e.g. ``motif_titan.optim.builder.validate_muon_config``).
 """
 
 from dataclasses import dataclass, field
 
 from motif_titan.data.curriculum import CurriculumConfig
+from motif_titan.model.args import Motif2ModelFields
 from motif_titan.optim.builder import MuonOptimizerFields
 
 
@@ -21,5 +22,7 @@ class JobConfig:
 
     optimizer: MuonOptimizerFields = field(default_factory=MuonOptimizerFields)
     """Muon knobs added to ``[optimizer]`` (see motif_titan.optim.builder)."""
+    model: Motif2ModelFields = field(default_factory=Motif2ModelFields)
+    """``gda_value_path`` added to ``[model]`` (see motif_titan.model.args)."""
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     """``[curriculum]``: data domains, mixture schedule, ramps, SFT (see motif_titan.data.curriculum)."""

@@ -1,18 +1,24 @@
 """Grouped Differential Attention against plain float64 references written from the spec formula."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from motif_titan.model import GroupedDiffAttention, Motif2ModelArgs, lambda_init_for_layer
+from torchtitan.config import ConfigManager
+
+from motif_titan.model import GroupedDiffAttention, Motif2ModelArgs, lambda_init_for_layer, motif2_args
 from motif_titan.model.model import precompute_rope_cache
 
 
-def _args(n_heads: int, n_noise_heads: int, head_dim: int = 8, dim: int = 24) -> Motif2ModelArgs:
+VALUE_PATHS = ("auto", "split", "joint", "joint_noise")
+
+
+def _args(n_heads: int, n_noise_heads: int, head_dim: int = 8, dim: int = 24, **kw) -> Motif2ModelArgs:
     return Motif2ModelArgs(dim=dim, n_layers=3, n_heads=n_heads, n_kv_heads=2 * n_noise_heads,
                            n_noise_heads=n_noise_heads, head_dim=head_dim, ffn_hidden_dim=32, vocab_size=64,
-                           max_seq_len=32, rope_theta=10_000.0)
+                           max_seq_len=32, rope_theta=10_000.0, **kw)
 
 
 def _random_attention(args: Motif2ModelArgs, layer_id: int, seed: int) -> GroupedDiffAttention:
@@ -86,9 +92,10 @@ def _rope_cache(args: Motif2ModelArgs) -> torch.Tensor:
     return precompute_rope_cache(args.head_dim, args.max_seq_len, args.rope_theta, torch.float64)
 
 
+@pytest.mark.parametrize("value_path", VALUE_PATHS)
 @pytest.mark.parametrize("n_heads,n_noise_heads,layer_id", [(4, 2, 0), (10, 2, 5), (5, 1, 1)])
-def test_gda_matches_float64_reference(n_heads, n_noise_heads, layer_id):
-    args = _args(n_heads, n_noise_heads)
+def test_gda_matches_float64_reference(n_heads, n_noise_heads, layer_id, value_path):
+    args = _args(n_heads, n_noise_heads, gda_value_path=value_path)
     attn = _random_attention(args, layer_id, seed=n_heads + layer_id)
     x = torch.randn(2, 7, args.dim, dtype=torch.float64)
     got = attn(x, _rope_cache(args), None)
@@ -145,3 +152,71 @@ def test_lambda_init_per_layer():
     args = _args(n_heads=10, n_noise_heads=2)
     assert GroupedDiffAttention(args, 39).lambda_init == lambda_init_for_layer(39)
     assert "lambda_init" not in GroupedDiffAttention(args, 39).state_dict()
+
+
+@pytest.mark.parametrize("value_path", ["joint", "joint_noise"])
+def test_joint_value_paths_give_the_split_gradients(value_path):
+    """One call with the 2d-wide value and two d-wide calls are the same function: equal gradients for every
+    parameter and for the input (float64)."""
+    grads = {}
+    x = torch.randn(2, 11, 24, dtype=torch.float64)
+    for path in ("split", value_path):
+        args = _args(10, 2, gda_value_path=path)
+        attn = _random_attention(args, layer_id=4, seed=5)
+        xin = x.clone().requires_grad_()
+        out = attn(xin, _rope_cache(args), None)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)).sum().backward()
+        grads[path] = {"x": xin.grad, **{n: p.grad for n, p in attn.named_parameters()}}
+    assert grads["split"].keys() == grads[value_path].keys()
+    for name, g in grads["split"].items():
+        torch.testing.assert_close(grads[value_path][name], g, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_which_attention_takes_the_joint_value():
+    def joint(value_path, attn_type="sdpa", cp=False):
+        mask = "block_causal" if attn_type == "flex" else "causal"
+        attn = GroupedDiffAttention(_args(10, 2, attn_type=attn_type, attn_mask_type=mask,
+                                          gda_value_path=value_path), 0)
+        attn.cp_mesh = object() if cp else None
+        return attn.joint_value("signal"), attn.joint_value("noise")
+
+    assert joint("split") == (False, False)
+    assert joint("joint") == (True, True)
+    assert joint("joint_noise") == (False, True)
+    assert joint("auto") == (False, True)  # SDPA: joint noise attention, the fastest on an H100
+    assert joint("auto", attn_type="flex") == (False, False)
+    assert joint("auto", cp=True) == (False, False)  # ring attention: verified with d-wide values only
+
+
+def _job(*cli):
+    return ConfigManager().parse_args(["--job.custom_config_module", "motif_titan.job_config", "--model.name",
+                                       "motif2", "--model.flavor", "debugmodel", *cli])
+
+
+def test_gda_value_path_errors_name_the_field_and_the_choices():
+    with pytest.raises(ValueError, match=r"Motif2ModelArgs.gda_value_path: must be one of \('auto', 'split', "
+                                         r"'joint', 'joint_noise'\), got 'fused'"):
+        _args(10, 2, gda_value_path="fused")
+    with pytest.raises(ValueError, match=r"Motif2ModelArgs.gda_value_path: 'joint' needs attn_type='sdpa'"):
+        _args(10, 2, attn_type="flex", attn_mask_type="block_causal", gda_value_path="joint")
+    args = dataclasses.replace(motif2_args["debugmodel"])
+    with pytest.raises(ValueError, match=r"model.gda_value_path = 'fused'; allowed: \['auto', 'split', 'joint', "
+                                         r"'joint_noise'\]"):
+        args.update_from_config(_job("--model.gda_value_path", "fused"))
+    flex = dataclasses.replace(motif2_args["debugmodel_flex_attn"])
+    with pytest.raises(ValueError, match=r"model.gda_value_path = 'joint_noise' with a flex attention flavor"):
+        flex.update_from_config(_job("--model.gda_value_path", "joint_noise"))
+    with pytest.raises(NotImplementedError, match=r"model.gda_value_path = 'joint' with "
+                                                  r"parallelism.context_parallel_degree = 2"):
+        args.update_from_config(_job("--model.gda_value_path", "joint", "--parallelism.context_parallel_degree", "2",
+                                     "--training.seq_len", "256"))
+
+
+def test_model_gda_value_path_overrides_the_flavor():
+    args = dataclasses.replace(motif2_args["debugmodel"])
+    assert args.gda_value_path == "auto"
+    args.update_from_config(_job())  # unset: the flavor's own
+    assert args.gda_value_path == "auto"
+    args.update_from_config(_job("--model.gda_value_path", "split"))
+    assert args.gda_value_path == "split"
+    assert motif2_args["debugmodel"].gda_value_path == "auto"

@@ -93,7 +93,11 @@ def test_compile_and_full_activation_checkpointing_keep_the_losses(tmp_path):
     plain = run_training(tmp_path / "plain", 1, "--training.steps", "3")
     compiled = run_training(tmp_path / "compiled", 1, "--training.steps", "3", "--compile.enable",
                             "--activation_checkpoint.mode", "full")
-    assert compiled == plain
+    # equal up to the last logged digit: compiled CPU attention with the 2d-wide value (the noise attention's one
+    # call) rounds differently from eager's, which moved step 3's loss by one unit of the fifth decimal
+    assert plain.keys() == compiled.keys()
+    assert {s: float(v) for s, v in compiled.items()} == pytest.approx({s: float(v) for s, v in plain.items()},
+                                                                          rel=0, abs=1.5e-5)
 
 
 def test_hsdp_2x2_with_tied_embeddings_trains(tmp_path):

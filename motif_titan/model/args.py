@@ -10,8 +10,19 @@ from torchtitan.protocols.model import BaseModelArgs
 SUPPORTED_CONVERTERS = ("quantize.linear.float8", "quantize.linear.float8_auto_filter")
 ATTN_TYPES = ("sdpa", "flex")
 POLYNORM_BACKENDS = ("auto", "triton", "torch")
+GDA_VALUE_PATHS = ("auto", "split", "joint", "joint_noise")
 ATTN_MASK_TYPES = ("causal", "block_causal")
 FLEX_BLOCK_SIZE = 128  # flex attention's default BlockMask block (positions)
+
+
+@dataclass
+class Motif2ModelFields:
+    """The field motif_titan adds to TorchTitan's ``[model]`` section (motif2 models only)."""
+
+    gda_value_path: str | None = None
+    """How GDA's attention applies its 2 * head_dim-wide values: "auto", "split" (two head_dim-wide calls), "joint"
+    (one call), "joint_noise" (joint for the noise attention only); unset: the flavor's own (every flavor's is
+    "auto"). See Motif2ModelArgs.gda_value_path."""
 
 
 @dataclass
@@ -44,6 +55,13 @@ class Motif2ModelArgs(BaseModelArgs):
     # PolyNorm x up-projection: "auto" = the fused Triton kernel on CUDA, PyTorch elsewhere; "torch" forces the
     # PyTorch ops (what torch.compile fuses on its own), "triton" the kernel
     polynorm_backend: str = "auto"
+    # How each GDA attention applies its 2 * head_dim-wide value: "split" = two head_dim-wide calls, one per value
+    # half (Q K^T and the softmax computed twice); "joint" = one call with the whole value (computed once);
+    # "joint_noise" = joint for the noise attention only (one q head per kv head), split for the signal attention
+    # (GQA); "auto" = joint_noise with SDPA (the fastest GPU kernel time on an H100, see benchmarks/RESULTS.md
+    # "GDA attention"), split with flex attention (whose compiled backward cannot take the 2 * head_dim-wide value
+    # on an H100) and under context parallelism (ring attention is verified with split values only).
+    gda_value_path: str = "auto"
 
     def __post_init__(self) -> None:
         def fail(field: str, msg: str) -> None:
@@ -71,6 +89,12 @@ class Motif2ModelArgs(BaseModelArgs):
             fail("attn_mask_type", f"{self.attn_mask_type!r} document masks need attn_type='flex'")
         if self.polynorm_backend not in POLYNORM_BACKENDS:
             fail("polynorm_backend", f"must be one of {POLYNORM_BACKENDS}, got {self.polynorm_backend!r}")
+        if self.gda_value_path not in GDA_VALUE_PATHS:
+            fail("gda_value_path", f"must be one of {GDA_VALUE_PATHS}, got {self.gda_value_path!r}")
+        if self.attn_type == "flex" and self.gda_value_path not in ("auto", "split"):
+            fail("gda_value_path", f"{self.gda_value_path!r} needs attn_type='sdpa'; flex attention takes 'auto' "
+                 "or 'split' (its compiled backward with a 2 * head_dim-wide value does not fit an H100's shared "
+                 "memory)")
         if self.head_dim % 2:
             fail("head_dim", f"must be even for RoPE, got {self.head_dim}")
 
@@ -105,6 +129,12 @@ class Motif2ModelArgs(BaseModelArgs):
         128-position blocks for flex attention, and each rank's share must split over the tensor parallel
         degree."""
         par = job_config.parallelism
+        if self.gda_value_path not in ("auto", "split"):
+            raise NotImplementedError(
+                f"model.gda_value_path = {self.gda_value_path!r} with parallelism.context_parallel_degree = "
+                f"{degree}: ring attention with a 2 * head_dim-wide value is not verified; allowed under context "
+                f"parallelism: ['auto', 'split'] (auto splits)"
+            )
         seq_len, tp = job_config.training.seq_len, par.tensor_parallel_degree
         chunks = 2 * degree if par.context_parallel_load_balancer else degree
         # flex attention shards its block mask in whole 128-position blocks
@@ -116,6 +146,21 @@ class Motif2ModelArgs(BaseModelArgs):
                 f"with seq_len / {degree} a multiple of parallelism.tensor_parallel_degree = {tp}"
             )
 
+    def apply_gda_value_path(self, value_path: str | None) -> None:
+        """Take ``[model] gda_value_path``, checked against the flavor (None: keep the flavor's). Like TorchTitan's
+        own update_from_config, this sets the field on the flavor's args object."""
+        if value_path is None:
+            return
+        if value_path not in GDA_VALUE_PATHS:
+            raise ValueError(f"model.gda_value_path = {value_path!r}; allowed: {list(GDA_VALUE_PATHS)}")
+        if self.attn_type == "flex" and value_path not in ("auto", "split"):
+            raise ValueError(
+                f"model.gda_value_path = {value_path!r} with a flex attention flavor (attn_type = 'flex'); "
+                f"allowed with flex: ['auto', 'split'] (flex's compiled backward with a 2 * head_dim-wide value "
+                f"does not fit an H100's shared memory)"
+            )
+        self.gda_value_path = value_path
+
     def update_from_config(self, job_config: JobConfig, **kwargs) -> None:
         """Check the job against this flavor before anything is built; raise naming the TOML field."""
         seq_len = job_config.training.seq_len
@@ -124,6 +169,7 @@ class Motif2ModelArgs(BaseModelArgs):
                 f"training.seq_len = {seq_len} exceeds the max_seq_len {self.max_seq_len} of motif2 flavor "
                 f"'{job_config.model.flavor}'; use training.seq_len <= {self.max_seq_len}"
             )
+        self.apply_gda_value_path(getattr(job_config.model, "gda_value_path", None))
         par = job_config.parallelism
         if par.tensor_parallel_degree != 1:
             self.check_tp_degree(par.tensor_parallel_degree)

@@ -138,6 +138,7 @@ class GroupedDiffAttention(nn.Module):
         self.n_groups = model_args.n_noise_heads
         self.ratio = model_args.gda_ratio
         self.attn_type = model_args.attn_type
+        self.value_path = model_args.gda_value_path
         self.lambda_init = lambda_init_for_layer(layer_id)
         dim, d = model_args.dim, model_args.head_dim
 
@@ -209,6 +210,12 @@ class GroupedDiffAttention(nn.Module):
         local = self.max_logits[self.local_q_head_offset:self.local_q_head_offset + per_head.numel()]
         torch.maximum(local, per_head, out=local)
 
+    def joint_value(self, attention: str) -> bool:
+        """Whether the signal or the noise attention takes the 2d-wide value in one call (``gda_value_path``)."""
+        if self.value_path == "auto":  # joint_noise where it can run: the fastest on an H100 (RESULTS.md)
+            return attention == "noise" and self.attn_type == "sdpa" and self.cp_mesh is None
+        return self.value_path == "joint" or (self.value_path == "joint_noise" and attention == "noise")
+
     def lambda_full(self) -> torch.Tensor:
         """This layer's lambda as an fp32 scalar tensor (differentiable in the four lambda vectors)."""
         q1, k1, q2, k2 = (_upcast(local_replicated(v)) for v in (self.lambda_q1, self.lambda_k1, self.lambda_q2,
@@ -226,8 +233,12 @@ class GroupedDiffAttention(nn.Module):
         assert masks is None, "sdpa attention takes no attention masks"
         return self.inner_attention(q, k, v, enable_gqa=enable_gqa)
 
-    def _attend_wide_v(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, masks: BlockMask | None) -> torch.Tensor:
-        """Attention with a 2d-wide value, as two d-wide calls (fused attention kernels want d_v == d_qk)."""
+    def _attend_wide_v(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, masks: BlockMask | None, joint: bool
+    ) -> torch.Tensor:
+        """Attention with a 2d-wide value: one call (``joint``) or two d-wide calls, one per value half."""
+        if joint:
+            return self._attend(q, k, v, masks)
         v1, v2 = v.chunk(2, dim=-1)
         return torch.cat([self._attend(q, k, v1.contiguous(), masks), self._attend(q, k, v2.contiguous(), masks)], dim=-1)
 
@@ -255,8 +266,10 @@ class GroupedDiffAttention(nn.Module):
 
         if self.track_max_logits:
             self._record_max_logits(q_signal, q_noise, k1, k2, positions)
-        signal = self._attend_wide_v(q_signal.contiguous(), k1.contiguous(), v, attention_masks)
-        noise = self._attend_wide_v(q_noise.contiguous(), k2.contiguous(), v, attention_masks)
+        signal = self._attend_wide_v(q_signal.contiguous(), k1.contiguous(), v, attention_masks,
+                                     joint=self.joint_value("signal"))
+        noise = self._attend_wide_v(q_noise.contiguous(), k2.contiguous(), v, attention_masks,
+                                    joint=self.joint_value("noise"))
         n_local_groups = noise.shape[1]
         signal = signal.view(bs, n_local_groups, R, seqlen, 2 * d)
         out = _upcast(signal) - self.lambda_full() * _upcast(noise).unsqueeze(2)
