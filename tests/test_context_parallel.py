@@ -25,7 +25,7 @@ from motif_titan.infra.parallelize import apply_cp, apply_tp
 from motif_titan.model import Motif2Model, Motif2ModelArgs, motif2_args
 from motif_titan.model.model import _repeat_heads
 
-from conftest import SHORT_RUN, from_seed
+from conftest import SHORT_RUN, check_muonclip_run_tracks_single_rank, from_seed
 from gloo_ranks import run_on_gloo_ranks
 from test_model import _job
 from test_training_runs import run_training
@@ -170,3 +170,10 @@ def test_cp2_training_run_logs_the_single_gpu_losses(tmp_path, seed_checkpoint, 
     assert sorted(losses) == sorted(reference) == [1, 2, 3, 4]
     for step, loss in reference.items():
         assert float(losses[step]) == pytest.approx(float(loss), rel=2e-4), (step, losses, reference)
+
+
+@two_gpus
+def test_cp2_muonclip_run_tracks_the_single_gpu_run(tmp_path, seed_checkpoint):
+    """ParallelMuon + MuonClip under CP 2 on GPUs (ring attention; the max-logit recording gathers the keys)."""
+    check_muonclip_run_tracks_single_rank(tmp_path, seed_checkpoint, 2, "--parallelism.context_parallel_degree", "2",
+                                          "--parallelism.data_parallel_shard_degree", "1")
