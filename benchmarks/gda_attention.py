@@ -1,8 +1,9 @@
 """The cost of GDA's 2*head_dim-wide values, forward and backward timed apart, for the signal and the noise attention
 of one layer. Paths:
 
-  split        two SDPA calls over the value halves (the model's default: Q K^T and softmax computed twice)
-  joint        one SDPA call with the 2d-wide value
+  split        two SDPA calls over the value halves (Q K^T and softmax computed twice; motif2's default for the
+               signal attention)
+  joint        one SDPA call with the 2d-wide value (motif2's default for the noise attention)
   triton_atomic / triton_separate
                motif_titan.kernels.wide_value_attention: Q K^T and softmax once per tile, the whole 2d-wide
                value applied (dQ by atomic adds, or by a separate dQ kernel)
@@ -29,7 +30,6 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from motif_titan.kernels import wide_value_attention as wva
 
 LAYOUTS = {"12.7B": (32, 8), "1B": (16, 4)}  # signal heads, groups
-aten = torch.ops.aten
 
 
 def sdpa(q, k, v, _mask=None):

@@ -6,7 +6,8 @@ type is a new dataclass becomes a new TOML section, and a field named like an ex
 owns its section's dataclass, validated in ``__post_init__`` with errors that name the field; this module only
 assembles them. A motif2 run is configured by ``[model] name = "motif2"`` and ``flavor``; the one model field
 added (``gda_value_path``) overrides a flavor's choice of GDA attention calls. TorchTitan builds the merged
-dataclass from the fields alone, so each part validates its fields in its builder, before anything is built (e.g. ``motif_titan.optim.builder.validate_muon_config``).
+dataclass from the fields alone, so each part validates its fields in its builder, before anything is built
+(e.g. ``motif_titan.optim.builder.validate_muon_config``).
 """
 
 from dataclasses import dataclass, field
