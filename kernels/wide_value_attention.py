@@ -160,10 +160,23 @@ def _tile_ptrs(base, rows, cols, stride_row, stride_col):
 
 
 @triton.jit
-def _fwd_tile(acc, m_i, l_i, q, k_base, v_base, offs_m, offs_n, offs_d, offs_dv, start_n, S, qk_scale,
-              stride_ks, stride_kd, stride_vs, stride_vd,
-              CAUSAL_MASK: tl.constexpr, PREC: tl.constexpr, INTERPRET: tl.constexpr):
-    """One key block of the online softmax (scores in log2 units)."""
+def _query_program(H_Q, GROUP, BLOCK_M: tl.constexpr):
+    """(batch * q head, batch, q head, kv head, first query) of a program over (query blocks, batch * q heads);
+    the longest rows (last query blocks) are launched first, for a shorter tail."""
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H_Q).to(tl.int64)
+    h = (pid_bh % H_Q).to(tl.int64)
+    return pid_bh, b, h, h // GROUP, pid_m * BLOCK_M
+
+
+@triton.jit
+def _key_block_scores(q, k_base, v_base, offs_m, offs_n, offs_d, offs_dv, start_n, S, qk_scale,
+                      stride_ks, stride_kd, stride_vs, stride_vd,
+                      CAUSAL_MASK: tl.constexpr, PREC: tl.constexpr, INTERPRET: tl.constexpr):
+    """The key block at ``start_n``: its K and V tiles and the query block's scores against it (log2 units), with
+    the causal mask on blocks crossing the diagonal (it also removes keys past the end of the sequence, which lie
+    above the diagonal of every real query row)."""
     keys = start_n + offs_n
     k_ptrs = _tile_ptrs(k_base, keys, offs_d, stride_ks, stride_kd)
     v_ptrs = _tile_ptrs(v_base, keys, offs_dv, stride_vs, stride_vd)
@@ -174,8 +187,18 @@ def _fwd_tile(acc, m_i, l_i, q, k_base, v_base, offs_m, offs_n, offs_d, offs_dv,
         k = tl.load(k_ptrs)
         v = tl.load(v_ptrs)
     s = _mm(q, tl.trans(k), None, PREC, INTERPRET) * qk_scale
-    if CAUSAL_MASK:  # keys past the sequence end lie above the diagonal of every real query row
+    if CAUSAL_MASK:
         s = tl.where(offs_m[:, None] >= keys[None, :], s, float("-inf"))
+    return k, v, s
+
+
+@triton.jit
+def _fwd_tile(acc, m_i, l_i, q, k_base, v_base, offs_m, offs_n, offs_d, offs_dv, start_n, S, qk_scale,
+              stride_ks, stride_kd, stride_vs, stride_vd,
+              CAUSAL_MASK: tl.constexpr, PREC: tl.constexpr, INTERPRET: tl.constexpr):
+    """One key block of the online softmax (scores in log2 units)."""
+    k, v, s = _key_block_scores(q, k_base, v_base, offs_m, offs_n, offs_d, offs_dv, start_n, S, qk_scale,
+                                stride_ks, stride_kd, stride_vs, stride_vd, CAUSAL_MASK, PREC, INTERPRET)
     m_new = tl.maximum(m_i, tl.max(s, 1))
     p = tl.exp2(s - m_new[:, None])
     alpha = tl.exp2(m_i - m_new)
@@ -195,13 +218,7 @@ def _fwd_kernel(
     D: tl.constexpr, DV: tl.constexpr, PREC: tl.constexpr, INTERPRET: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    # the longest rows (last query blocks) first, for a shorter tail
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = (pid_bh // H_Q).to(tl.int64)
-    h = (pid_bh % H_Q).to(tl.int64)
-    hk = h // GROUP
-    start_m = pid_m * BLOCK_M
+    pid_bh, b, h, hk, start_m = _query_program(H_Q, GROUP, BLOCK_M)
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D)
@@ -344,18 +361,8 @@ def _dkdv_kernel(
 def _dq_tile(dq, q, do, lse2, delta, k_base, v_base, offs_m, offs_n, offs_d, offs_dv, start_n, S, qk_scale,
              stride_ks, stride_kd, stride_vs, stride_vd,
              CAUSAL_MASK: tl.constexpr, PREC: tl.constexpr, INTERPRET: tl.constexpr):
-    keys = start_n + offs_n
-    k_ptrs = _tile_ptrs(k_base, keys, offs_d, stride_ks, stride_kd)
-    v_ptrs = _tile_ptrs(v_base, keys, offs_dv, stride_vs, stride_vd)
-    if CAUSAL_MASK:
-        k = tl.load(k_ptrs, mask=(keys < S)[:, None], other=0.0)
-        v = tl.load(v_ptrs, mask=(keys < S)[:, None], other=0.0)
-    else:
-        k = tl.load(k_ptrs)
-        v = tl.load(v_ptrs)
-    s = _mm(q, tl.trans(k), None, PREC, INTERPRET) * qk_scale
-    if CAUSAL_MASK:
-        s = tl.where(offs_m[:, None] >= keys[None, :], s, float("-inf"))
+    k, v, s = _key_block_scores(q, k_base, v_base, offs_m, offs_n, offs_d, offs_dv, start_n, S, qk_scale,
+                                stride_ks, stride_kd, stride_vs, stride_vd, CAUSAL_MASK, PREC, INTERPRET)
     p = tl.exp2(s - lse2[:, None])
     dp = _mm(do, tl.trans(v), None, PREC, INTERPRET)
     ds = p * (dp - delta[:, None])
@@ -374,12 +381,7 @@ def _dq_kernel(
     D: tl.constexpr, DV: tl.constexpr, PREC: tl.constexpr, INTERPRET: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = (pid_bh // H_Q).to(tl.int64)
-    h = (pid_bh % H_Q).to(tl.int64)
-    hk = h // GROUP
-    start_m = pid_m * BLOCK_M
+    pid_bh, b, h, hk, start_m = _query_program(H_Q, GROUP, BLOCK_M)
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D)
