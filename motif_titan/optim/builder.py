@@ -89,14 +89,14 @@ def validate_muon_config(config) -> None:
         fail("qk_clip_alpha", "0 <= qk_clip_alpha <= 1")
 
 
-def split_muon_params(model: nn.Module, adamw_patterns: list[str]) -> tuple[list, list]:
-    """(Muon params, AdamW params) of one model part by this project's (or any TorchTitan model's) FQNs."""
-    muon, adamw = [], []
+def split_muon_params(model: nn.Module, adamw_patterns: list[str]) -> tuple[dict, list]:
+    """({FQN: Muon param}, [AdamW params]) of one model part by this project's (or any TorchTitan model's) FQNs."""
+    muon, adamw = {}, []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         if param.ndim == 2 and not any(pattern in name for pattern in adamw_patterns):
-            muon.append(param)
+            muon[name] = param
         else:
             adamw.append(param)
     return muon, adamw
@@ -128,8 +128,9 @@ class MuonOptimizersContainer(OptimizersContainer):
         all_params = []
         for model in model_parts:
             muon_params, adamw_params = split_muon_params(model, adamw_patterns)
-            self.optimizers.append(Muon(muon_params, adamw_params, **muon_kwargs))
-            all_params.extend(muon_params + adamw_params)
+            self.optimizers.append(Muon(list(muon_params.values()), adamw_params, param_names=list(muon_params),
+                                        **muon_kwargs))
+            all_params.extend(list(muon_params.values()) + adamw_params)
         self._validate_length(len(model_parts))
         self._post_init(all_params, {"lr": muon_kwargs["lr"], "weight_decay": muon_kwargs["weight_decay"]})
 

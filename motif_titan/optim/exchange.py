@@ -7,7 +7,8 @@ result. Payloads are bf16, moved as raw bytes (uint8), which every backend suppo
 The exchange is one batch of sends and receives (``batch_isend_irecv``: one grouped launch on NCCL) rather than an
 all-to-all over packed buffers: a block whose rows span the full width (FSDP's Shard(0)) is received straight into
 its rows of the full matrix and sent from where it lies, so nothing is packed or unpacked; only blocks that are not
-contiguous (column shards, transposed results) go through a staging copy, and a rank's own block is copied locally.
+contiguous (column shards, transposed results, blocks made of several runs of rows or columns) go through a
+staging copy, and a rank's own block is copied locally.
 Sends and receives between two ranks are posted in matrix order on both sides, which is how they are matched.
 Both functions return a handle whose ``wait()`` finishes the exchange, so a caller can overlap the next chunk's
 communication with this chunk's Newton-Schulz.
@@ -20,12 +21,18 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .shard_layout import ShardLayout
+from .shard_layout import Block, ShardLayout, read_block, write_block
 
 
 def block_of(matrix: Tensor, layout: ShardLayout, group_rank: int) -> Tensor:
-    r0, rows, c0, cols = layout.blocks[group_rank]
-    return matrix[r0:r0 + rows, c0:c0 + cols]
+    """Group rank ``group_rank``'s block of a full matrix (a view when the block is a rectangle, else a copy)."""
+    return read_block(matrix, layout.blocks[group_rank])
+
+
+def _as_bytes(t: Tensor) -> Tensor:
+    """A contiguous tensor's storage as a flat uint8 view (flattened first: a contiguous tensor may carry any
+    stride on a dim of size 1, which a dtype view refuses)."""
+    return t.view(-1).view(torch.uint8)
 
 
 @dataclass
@@ -53,24 +60,33 @@ class _Batch:
             return
         payload = block.to(torch.bfloat16).contiguous()
         self.buffers.append(payload)
-        self.ops.append(dist.P2POp(dist.isend, payload.view(torch.uint8), group=self.group, group_peer=dest))
+        self.ops.append(dist.P2POp(dist.isend, _as_bytes(payload), group=self.group, group_peer=dest))
 
-    def recv(self, target: Tensor, src: int) -> None:
-        if target.numel() == 0:
+    def recv(self, matrix: Tensor, block: Block, src: int) -> None:
+        """Receive ``block`` of ``matrix`` from ``src``: straight into place when it is a contiguous slice."""
+        if block.numel == 0:
             return
-        landing = target if target.is_contiguous() else torch.empty(target.shape, dtype=target.dtype,
-                                                                     device=target.device)
-        if landing is not target:
-            self.unstage.append((target, landing))
+        target = read_block(matrix, block) if block.is_rectangle else None
+        if target is not None and target.is_contiguous():
+            landing = target
+        else:
+            landing = torch.empty(block.shape, dtype=matrix.dtype, device=matrix.device)
+            self.unstage.append((matrix, block, landing))
         self.buffers.append(landing)
-        self.ops.append(dist.P2POp(dist.irecv, landing.view(torch.uint8), group=self.group, group_peer=src))
+        self.ops.append(dist.P2POp(dist.irecv, _as_bytes(landing), group=self.group, group_peer=src))
+
+    def recv_block(self, target: Tensor, src: int) -> None:
+        """Receive a whole (contiguous) local block from ``src``."""
+        if target.numel():
+            self.buffers.append(target)
+            self.ops.append(dist.P2POp(dist.irecv, _as_bytes(target), group=self.group, group_peer=src))
 
     def start(self, finish: Callable[[], object]) -> PendingExchange:
         works = dist.batch_isend_irecv(self.ops) if self.ops else []
 
         def unstage_then_finish():
-            for target, landing in self.unstage:
-                target.copy_(landing)
+            for matrix, block, landing in self.unstage:
+                write_block(matrix, block, landing)
             return finish()
 
         return PendingExchange(works, unstage_then_finish, self.buffers)
@@ -91,9 +107,9 @@ def gather_full(local_blocks: Sequence[Tensor], layouts: Sequence[ShardLayout], 
             full[i] = torch.empty(layout.global_shape, dtype=torch.bfloat16, device=device)
             for src in range(size):
                 if src == me:
-                    block_of(full[i], layout, me).copy_(local_blocks[i])
+                    write_block(full[i], layout.blocks[me], local_blocks[i])
                 else:
-                    batch.recv(block_of(full[i], layout, src), src)
+                    batch.recv(full[i], layout.blocks[src], src)
     return batch.start(lambda: full)
 
 
@@ -111,7 +127,6 @@ def scatter_blocks(results: dict[int, Tensor], layouts: Sequence[ShardLayout], o
                     batch.send(block_of(results[i], layout, dest), dest)
             blocks.append(block_of(results[i], layout, me))
         else:
-            _, rows, _, cols = layout.blocks[me]
-            blocks.append(torch.empty(rows, cols, dtype=torch.bfloat16, device=device))
-            batch.recv(blocks[-1], owners[i])
+            blocks.append(torch.empty(layout.blocks[me].shape, dtype=torch.bfloat16, device=device))
+            batch.recv_block(blocks[-1], owners[i])
     return batch.start(lambda: blocks)

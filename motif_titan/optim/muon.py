@@ -28,7 +28,7 @@ from torch.optim import Optimizer
 from .assignment import ASSIGNMENTS, assign_owners
 from .exchange import block_of, gather_full, scatter_blocks
 from .newton_schulz import EPS, iteration_coefficients, newton_schulz_flops, zeropower_via_newton_schulz
-from .shard_layout import ShardLayout, local_tensor, shard_layout
+from .shard_layout import ShardLayout, check_placements, local_tensor, shard_layout
 from .update_rule import ADJUST_LR_RULES, adjusted_lr, apply_update, momentum_update
 
 MODES = ("single", "distributed", "parallel")
@@ -37,7 +37,8 @@ MODES = ("single", "distributed", "parallel")
 class Muon(Optimizer):
     """Muon + AdamW in one optimizer.
 
-    ``muon_params``: 2-D matrices (plain tensors or DTensors with Shard/Replicate placements).
+    ``muon_params``: 2-D matrices (plain tensors or DTensors with Shard / _StridedShard / Replicate placements:
+    the layouts FSDP2, HSDP, TP and their compositions produce), named by ``param_names`` in errors.
     ``adamw_params``: everything else (embeddings, head, norms, lambda vectors, PolyNorm), AdamW with
     ``lr * adamw_lr_ratio``.
     """
@@ -62,6 +63,7 @@ class Muon(Optimizer):
         assignment: str = "flops_round_robin",
         chunk_size: int = 32,
         pipeline: bool = True,
+        param_names: list[str] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"Muon mode = {mode!r}; allowed: {MODES}")
@@ -71,9 +73,14 @@ class Muon(Optimizer):
             raise ValueError(f"optimizer.adjust_lr = {adjust_lr!r}; allowed: {ADJUST_LR_RULES}")
         if chunk_size < 1:
             raise ValueError(f"optimizer.chunk_size = {chunk_size}; must be >= 1")
-        for p in muon_params:
+        names = list(param_names) if param_names is not None else [f"muon_params[{i}]"
+                                                                     for i in range(len(muon_params))]
+        if len(names) != len(muon_params):
+            raise ValueError(f"Muon: {len(names)} param_names for {len(muon_params)} muon_params")
+        for name, p in zip(names, muon_params):
             if p.ndim != 2:
-                raise ValueError(f"Muon takes 2-D matrices only; got a parameter of shape {tuple(p.shape)}")
+                raise ValueError(f"Muon takes 2-D matrices only; {name} has shape {tuple(p.shape)}")
+            check_placements(p, name)
         self.mode, self.assignment, self.chunk_size, self.pipeline = mode, assignment, chunk_size, pipeline
         self.coefficients = iteration_coefficients(ns_coefficients, ns_steps)
 
@@ -87,7 +94,17 @@ class Muon(Optimizer):
         super().__init__(muon_groups + adamw_groups, defaults)
         self._link_adamw()
         self._initialized_groups: set = set()
-        self._layouts: dict[Tensor, tuple[Any, ShardLayout]] = {}
+        self._names: dict[Tensor, str] = dict(zip(muon_params, names))
+        # every layout is read now, so a parameter whose layout cannot be read stops the build, not step 1
+        self._layouts: dict[Tensor, ShardLayout] = {p: shard_layout(p, n) for p, n in self._names.items()}
+        if mode == "single":
+            for p, layout in self._layouts.items():
+                if layout.group is not None and dist.get_world_size(layout.group) > 1:
+                    raise ValueError(
+                        f"optimizer.name = 'Muon' runs Newton-Schulz on whole local matrices, but {self._names[p]} "
+                        f"is sharded over {dist.get_world_size(layout.group)} ranks (placements "
+                        f"{tuple(p.placements)}): use 'ParallelMuon' or 'DistributedMuon'"
+                    )
 
     def _link_adamw(self) -> None:
         """Point the inner AdamW at this optimizer's AdamW group dicts and state (after init and after a load)."""
@@ -127,22 +144,19 @@ class Muon(Optimizer):
                     self._apply(group, params[i], zeropower_via_newton_schulz(
                         self._momentum(group, params[i]), self.coefficients, group["eps"]))
                 continue
-            if self.mode == "single":
-                raise ValueError(
-                    "optimizer.name = 'Muon' runs Newton-Schulz on whole local matrices, but parameters are sharded "
-                    f"over {dist.get_world_size(process_group)} ranks: use 'ParallelMuon' or 'DistributedMuon'"
-                )
             self._sharded_step(group, [params[i] for i in indices], [layouts[i] for i in indices], process_group)
 
     def _layout(self, param: Tensor) -> ShardLayout:
-        """The gradient's shard layout, computed once per parameter (it costs ~0.1 ms of CPU per matrix) and again
-        only if the gradient's placement changes."""
+        """The parameter's shard layout, read once at build time (it costs ~0.1 ms of CPU per matrix). The update
+        is computed from the gradient's blocks, so the gradient must be laid out like the parameter."""
         grad = param.grad
-        key = (getattr(grad, "device_mesh", None), getattr(grad, "placements", None), tuple(grad.shape))
-        cached = self._layouts.get(param)
-        if cached is None or cached[0] != key:
-            cached = self._layouts[param] = (key, shard_layout(grad))
-        return cached[1]
+        if (getattr(grad, "placements", None) != getattr(param, "placements", None)
+                or getattr(grad, "device_mesh", None) != getattr(param, "device_mesh", None)):
+            raise NotImplementedError(
+                f"Muon: the gradient of {self._names[param]} has placements {getattr(grad, 'placements', None)}, "
+                f"the parameter {getattr(param, 'placements', None)}; Muon needs them equal"
+            )
+        return self._layouts[param]
 
     def _momentum(self, group: dict, param: Tensor) -> Tensor:
         """Advance the parameter's momentum buffer; return this rank's block of the bf16 matrix to orthogonalize

@@ -7,7 +7,8 @@ threshold tau gets gamma = tau / S_h:
   gamma^alpha and the rows of W_k for the kv head by gamma^(1 - alpha): S_h becomes tau;
 - if its kv head is shared (GDA's K1 serves the group's R signal heads), only the W_q rows of h are scaled, by gamma:
   S_h becomes tau and the heads sharing the key are left exactly as they were.
-V and W_o are never touched. Rows are scaled on each rank's local shard of W_q / W_k (FSDP, HSDP, TP blocks).
+V and W_o are never touched. Rows are scaled on each rank's local shard of W_q / W_k: the map from a head's global
+rows to local rows is read from the parameter's placements (FSDP, HSDP, TP, TP x FSDP's strided shards).
 """
 
 from collections import Counter
@@ -17,17 +18,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .shard_layout import local_tensor, shard_layout
+from .shard_layout import local_block, local_tensor
 
 
 @torch.no_grad()
 def scale_rows(param: Tensor, start: int, stop: int, factor: float) -> None:
     """Multiply global rows [start, stop) of a (possibly sharded) 2-D parameter by ``factor``, in place."""
-    layout = shard_layout(param)
-    r0, rows, _, _ = layout.blocks[layout.group_rank]
-    lo, hi = max(start, r0), min(stop, r0 + rows)
-    if lo < hi:
-        local_tensor(param)[lo - r0:hi - r0].mul_(factor)
+    local = local_tensor(param)
+    for rows in local_block(param).local_rows_of(start, stop):
+        local[rows].mul_(factor)
 
 
 @torch.no_grad()

@@ -1,10 +1,18 @@
-"""Where the pieces of a sharded matrix live: found at run time from a DTensor's mesh and placements.
+"""Where the pieces of a sharded matrix live: read at run time from a DTensor's mesh and placements.
 
-A matrix's *shard group* is the set of ranks that hold different pieces of it: the mesh dims with a ``Shard``
-placement (FSDP's dp_shard, TP's tp, or both). Mesh dims with ``Replicate`` (HSDP's dp_replicate) hold copies; every
-replica group runs the same exchange on the same data. For every rank of the shard group the layout records the
-block (row offset, rows, col offset, cols) of the global matrix it holds: uneven and empty blocks included (FSDP2
-shards dim 0 with torch.chunk semantics, so a matrix with fewer rows than ranks leaves some ranks empty).
+A matrix's *shard group* is the set of ranks that hold different pieces of it: the mesh dims with a ``Shard`` or
+``_StridedShard`` placement (FSDP's dp_shard, TP's tp, or both). Mesh dims with ``Replicate`` (HSDP's
+dp_replicate) hold copies; every replica group runs the same exchange on the same data.
+
+For every rank of the shard group the layout records the global rows and columns it holds, as runs of consecutive
+indices in the order the local tensor stores them. The indices follow DTensor's left-to-right reading of the
+placements, the same reading ``full_tensor()`` and DCP use:
+- ``Shard(d)`` splits the indices held so far along d into mesh-size chunks the way ``torch.chunk`` does (chunks of
+  ceil(n / size); trailing ranks may get fewer or none: FSDP2's uneven and empty shards);
+- ``_StridedShard(d, sf)`` (FSDP2 sharding a parameter that TP sharded on the same dim first) splits the indices
+  into ``sf`` pieces, each piece into mesh-size chunks, and gives rank r chunk r of every piece, concatenated.
+So TP 2 x FSDP 2 on 10 rows, ``(_StridedShard(0, sf=2), Shard(0))`` on (dp_shard, tp), puts rows 0-2 on (0, 0),
+3-4 on (1, 0), 5-7 on (0, 1) and 8-9 on (1, 1): each rank's rows are one run here, but nothing below assumes it.
 """
 
 import itertools
@@ -13,9 +21,73 @@ from dataclasses import dataclass
 import torch.distributed as dist
 from torch import Tensor
 from torch.distributed.tensor import DTensor, Replicate, Shard
-from torch.distributed.tensor._utils import _compute_local_shape_and_global_offset
+from torch.distributed.tensor.placement_types import _StridedShard
 
-Block = tuple[int, int, int, int]  # row offset, rows, col offset, cols
+Runs = tuple[tuple[int, int], ...]  # (first global index, length) of each run, in local storage order
+SUPPORTED_PLACEMENTS = "Shard(0), Shard(1), _StridedShard(0 or 1) and Replicate, on any number of mesh dims"
+
+
+@dataclass(frozen=True)
+class Block:
+    """The global rows x columns one rank holds: its local tensor is ``rows`` x ``cols`` in run order."""
+
+    rows: Runs
+    cols: Runs
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return sum(n for _, n in self.rows), sum(n for _, n in self.cols)
+
+    @property
+    def numel(self) -> int:
+        rows, cols = self.shape
+        return rows * cols
+
+    @property
+    def is_rectangle(self) -> bool:
+        """One run of rows and one of columns: the block is a plain slice (a view) of the full matrix."""
+        return len(self.rows) <= 1 and len(self.cols) <= 1
+
+    def pieces(self):
+        """(full-matrix slices, local-tensor slices) of every rectangle the block is made of."""
+        local_row = 0
+        for r0, nr in self.rows:
+            local_col = 0
+            for c0, nc in self.cols:
+                yield ((slice(r0, r0 + nr), slice(c0, c0 + nc)),
+                       (slice(local_row, local_row + nr), slice(local_col, local_col + nc)))
+                local_col += nc
+            local_row += nr
+
+    def local_rows_of(self, start: int, stop: int) -> list[slice]:
+        """The local row slices that hold global rows [start, stop)."""
+        out, local = [], 0
+        for r0, nr in self.rows:
+            lo, hi = max(start, r0), min(stop, r0 + nr)
+            if lo < hi:
+                out.append(slice(local + lo - r0, local + hi - r0))
+            local += nr
+        return out
+
+
+def _span(runs: Runs) -> slice:
+    return slice(runs[0][0], runs[0][0] + runs[0][1]) if runs else slice(0, 0)
+
+
+def read_block(matrix: Tensor, block: Block) -> Tensor:
+    """The block's values from a full matrix (a view when the block is a rectangle)."""
+    if block.is_rectangle:
+        return matrix[_span(block.rows), _span(block.cols)]
+    out = matrix.new_empty(block.shape)
+    for full_slices, local_slices in block.pieces():
+        out[local_slices] = matrix[full_slices]
+    return out
+
+
+def write_block(matrix: Tensor, block: Block, values: Tensor) -> None:
+    """Write a local block's values into their places in a full matrix."""
+    for full_slices, local_slices in block.pieces():
+        matrix[full_slices].copy_(values[local_slices])
 
 
 @dataclass(frozen=True)
@@ -29,14 +101,70 @@ class ShardLayout:
     def group_size(self) -> int:
         return len(self.blocks)
 
-    def block_numel(self, group_rank: int) -> int:
-        _, rows, _, cols = self.blocks[group_rank]
-        return rows * cols
-
 
 def local_tensor(t: Tensor) -> Tensor:
     """This rank's piece of a DTensor; a plain tensor as it is."""
     return t.to_local() if isinstance(t, DTensor) else t
+
+
+def _is_shard(placement) -> bool:
+    """Shard or _StridedShard (a subclass of Shard in some torch releases, not in others)."""
+    return isinstance(placement, (Shard, _StridedShard))
+
+
+def _chunk(indices: list[int], size: int, rank: int) -> list[int]:
+    """torch.chunk's split of ``indices`` into ``size`` chunks: chunk ``rank`` (empty past the last chunk)."""
+    step = -(-len(indices) // size) if indices else 0
+    return indices[rank * step:(rank + 1) * step] if step else []
+
+
+def held_indices(global_shape, mesh_shape, coordinate, placements) -> list[list[int]]:
+    """For each tensor dim, the global indices the rank at mesh ``coordinate`` holds, in local storage order."""
+    held = [list(range(n)) for n in global_shape]
+    for mesh_dim, placement in enumerate(placements):
+        size, rank = mesh_shape[mesh_dim], coordinate[mesh_dim]
+        if isinstance(placement, _StridedShard):
+            current = held[placement.dim]
+            pieces = [_chunk(current, placement.split_factor, j) for j in range(placement.split_factor)]
+            held[placement.dim] = [i for piece in pieces for i in _chunk(piece, size, rank)]
+        elif isinstance(placement, Shard):
+            held[placement.dim] = _chunk(held[placement.dim], size, rank)
+    return held
+
+
+def _runs(indices: list[int]) -> Runs:
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and runs[-1][0] + runs[-1][1] == i:
+            runs[-1][1] += 1
+        else:
+            runs.append([i, 1])
+    return tuple((start, n) for start, n in runs)
+
+
+def check_placements(tensor: Tensor, name: str = "parameter") -> None:
+    """Raise (naming the parameter, its placements and the supported ones) if Muon cannot read its layout."""
+    if not isinstance(tensor, DTensor):
+        return
+    for placement in tensor.placements:
+        supported = isinstance(placement, Replicate) or _is_shard(placement) and placement.dim in (0, 1)
+        if not supported:
+            raise NotImplementedError(
+                f"Muon: {name} has placements {tuple(tensor.placements)} on mesh "
+                f"{tensor.device_mesh.mesh_dim_names}; {placement} is not supported. Supported: "
+                f"{SUPPORTED_PLACEMENTS} (FSDP, HSDP, TP, TP x FSDP / HSDP, with or without PP and CP)"
+            )
+
+
+def local_block(tensor: Tensor) -> Block:
+    """The rows and columns of the global matrix this rank holds (no process group needed)."""
+    if not isinstance(tensor, DTensor):
+        rows, cols = tensor.shape
+        return Block(((0, rows),) if rows else (), ((0, cols),) if cols else ())
+    check_placements(tensor)
+    rows, cols = held_indices(tuple(tensor.shape), tuple(tensor.device_mesh.mesh.shape),
+                              tensor.device_mesh.get_coordinate(), tensor.placements)
+    return Block(_runs(rows), _runs(cols))
 
 
 _GROUP_CACHE: dict[tuple, dist.ProcessGroup] = {}
@@ -63,32 +191,34 @@ def _shard_group(mesh, shard_dims: tuple[int, ...]) -> dist.ProcessGroup:
     return _GROUP_CACHE[key]
 
 
-def shard_layout(tensor: Tensor) -> ShardLayout:
-    """The layout of a 2-D parameter (or its gradient): a plain tensor, or a DTensor sharded with ``Shard``."""
+def shard_layout(tensor: Tensor, name: str = "parameter") -> ShardLayout:
+    """The layout of a 2-D parameter (or its gradient): a plain tensor, or a DTensor with Shard / _StridedShard /
+    Replicate placements. The block computed for this rank is checked against the local tensor's shape."""
     if not isinstance(tensor, DTensor):
-        rows, cols = tensor.shape
-        return ShardLayout((rows, cols), None, ((0, rows, 0, cols),), 0)
+        return ShardLayout(tuple(tensor.shape), None, (local_block(tensor),), 0)
+    check_placements(tensor, name)
     mesh, placements = tensor.device_mesh, tensor.placements
-    for placement in placements:
-        if type(placement) not in (Shard, Replicate):
-            raise NotImplementedError(
-                f"Muon: parameter placement {placement} is not supported (only Shard and Replicate; "
-                f"placements {placements})"
-            )
     global_shape = tuple(tensor.shape)
-    shard_dims = tuple(d for d, p in enumerate(placements) if isinstance(p, Shard))
+    shard_dims = tuple(d for d, p in enumerate(placements) if _is_shard(p))
     if not shard_dims:
-        return ShardLayout(global_shape, None, ((0, global_shape[0], 0, global_shape[1]),), 0)
+        return ShardLayout(global_shape, None, (local_block(tensor),), 0)
     group = _shard_group(mesh, shard_dims)
     my_coordinate = mesh.get_coordinate()
+    mesh_shape = tuple(mesh.mesh.shape)
     blocks: list[Block | None] = [None] * dist.get_world_size(group)
-    for shard_coordinate in itertools.product(*(range(mesh.mesh.shape[d]) for d in shard_dims)):
+    for shard_coordinate in itertools.product(*(range(mesh_shape[d]) for d in shard_dims)):
         coordinate = list(my_coordinate)
         for d, c in zip(shard_dims, shard_coordinate):
             coordinate[d] = c
         global_rank = int(mesh.mesh[tuple(coordinate)])
-        (rows, cols), (r0, c0) = _compute_local_shape_and_global_offset(
-            global_shape, tuple(mesh.mesh.shape), coordinate, placements
+        rows, cols = held_indices(global_shape, mesh_shape, coordinate, placements)
+        blocks[dist.get_group_rank(group, global_rank)] = Block(_runs(rows), _runs(cols))
+    layout = ShardLayout(global_shape, group, tuple(blocks), dist.get_rank(group))
+    mine = layout.blocks[layout.group_rank].shape
+    if tuple(tensor.to_local().shape) != mine:
+        raise NotImplementedError(
+            f"Muon: {name} (global shape {global_shape}, placements {tuple(placements)}) holds a local tensor of "
+            f"shape {tuple(tensor.to_local().shape)} on this rank, but its placements give {mine}: the layout "
+            f"cannot be read. Supported: {SUPPORTED_PLACEMENTS}"
         )
-        blocks[dist.get_group_rank(group, global_rank)] = (r0, rows, c0, cols)
-    return ShardLayout(global_shape, group, tuple(blocks), dist.get_rank(group))
+    return layout
