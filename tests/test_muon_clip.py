@@ -1,5 +1,6 @@
 """MuonClip on GDA heads: a constructed hot head is clipped to the threshold, every other head is untouched, and the
-result is the same on FSDP shards (2 gloo ranks, maxima MAX-reduced across ranks) as on the full matrices."""
+result is the same on FSDP shards (2 gloo ranks, ``fully_shard``, maxima MAX-reduced across ranks) as on the full
+matrices. Row scaling on the TP x FSDP / HSDP layouts TorchTitan builds is checked in tests/test_muon.py."""
 
 from types import SimpleNamespace
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.tensor import Shard, distribute_tensor
+from torch.distributed.fsdp import fully_shard
 
 from motif_titan.model import GroupedDiffAttention, Motif2ModelArgs
 from motif_titan.model.model import precompute_rope_cache
@@ -87,8 +88,14 @@ def _check_sharded_clip(rank: int, world: int) -> None:
     logits[HOT_SIGNAL] = 50.0 + 10 * rank  # the global max (60) comes from rank 1
     logits[HOT_NOISE] = 40.0 - 10 * rank  # ... and this one (40) from rank 0
     mesh = init_device_mesh("cpu", (2,), mesh_dim_names=("dp_shard",))
-    wq = torch.nn.Parameter(distribute_tensor(full_q, mesh, [Shard(0)]))
-    wk = torch.nn.Parameter(distribute_tensor(full_k, mesh, [Shard(0)]))
+    # the projections sharded the way TorchTitan shards them: fully_shard over the dp mesh
+    projections = torch.nn.ModuleDict({"wq": torch.nn.Linear(32, full_q.shape[0], bias=False),
+                                       "wk": torch.nn.Linear(32, full_k.shape[0], bias=False)})
+    with torch.no_grad():
+        projections.wq.weight.copy_(full_q)
+        projections.wk.weight.copy_(full_k)
+    fully_shard(projections, mesh=mesh)
+    wq, wk = projections.wq.weight, projections.wk.weight
     heads = [SimpleNamespace(wq=wq, wk=wk, head_dim=8, kv_head_for_q_head=attn.kv_head_for_q_head,
                              max_logits=logits.clone())]
     stats = qk_clip(heads, threshold=20.0, alpha=0.5)

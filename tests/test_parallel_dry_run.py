@@ -5,7 +5,8 @@ backward at seq_len 4096 without allocating a single real weight. The simulated 
 offsets are exercised: rank 45 of (pp 4, dp_shard 2, tp 8) is pp 2, fsdp 1, tp 5.
 
 What is checked: every parameter's global shape, its tensor-parallel placement (GDA groups whole on each rank),
-the q-head offset MuonClip uses, the vocab-sharded logits for loss parallel, a gradient for every parameter.
+the q-head offset MuonClip uses, the vocab-sharded logits for loss parallel, a gradient for every parameter, and
+the optimizer of every 12.7B stage TOML built on the layout, with one ParallelMuon step on the fake gradients.
 (TorchTitan's trainer itself also runs the 12.7B TP 8 x FSDP 8 layout under ``--comm.mode fake_backend`` on CPU,
 but one step takes minutes and ~7 GiB, too heavy for the test suite; the command is in the report.)
 """
@@ -23,7 +24,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed.tensor import DTensor, Replicate, Shard
 from torch.distributed.tensor.parallel import loss_parallel
 
-from test_training_runs import DEBUG_TOML
+from test_training_runs import DEBUG_TOML, REPO
+
+TOML_12_7B = sorted((REPO / "train_configs").glob("motif2_12.7B_*.toml"))  # pretrain, anneal, sft1..3
 
 SEQ = 4096
 LAYOUTS = {
@@ -103,7 +106,8 @@ def _dry_run(world: int, rank: int, cli: list[str]) -> None:
         for layer in model.layers.values():
             assert layer.attention.local_q_head_offset == tp_rank * 5  # one GDA group (4 signal + 1 noise) per rank
 
-        with FakeTensorMode(allow_non_fake_inputs=True):
+        fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+        with fake_mode:
             model.to_empty(device="cpu")
             if model.tok_embeddings is not None:
                 out = model(torch.zeros((1, SEQ), dtype=torch.long))
@@ -115,11 +119,40 @@ def _dry_run(world: int, rank: int, cli: list[str]) -> None:
                 out = model(torch.zeros((1, SEQ // 8, model_args.dim), requires_grad=True))
                 assert out.shape == (1, SEQ // 8, model_args.dim)
                 out.sum().backward()
-        missing = [name for name, p in params.items() if p.grad is None]
-        assert not missing, missing
-        assert all(p.grad.to_local().shape == p.to_local().shape for p in params.values())
+            missing = [name for name, p in params.items() if p.grad is None]
+            assert not missing, missing
+            assert all(p.grad.to_local().shape == p.to_local().shape for p in params.values())
+        _build_and_step_optimizers(model, parallel_dims, cli, fake_mode)
     finally:
         dist.destroy_process_group()
+
+
+def _build_and_step_optimizers(model, parallel_dims, cli: list[str], fake_mode: FakeTensorMode) -> None:
+    """The optimizer of every 12.7B stage TOML's [optimizer] section, built for this layout's model part (every
+    parameter's shard layout is read at build time), then one step of the pretraining stage's ParallelMuon on the
+    fake gradients: owners, the block exchange (batch_isend_irecv on the fake backend moves no data), Newton-Schulz
+    on the full fake matrices, the local update. What the fake run cannot do: MuonClip's clipping reads the
+    reduced max logits as Python numbers (``tolist``), which fake tensors do not have, so the step runs the Muon
+    and AdamW groups and MuonClip is exercised by the gloo runs."""
+    from torchtitan.config import ConfigManager
+
+    from motif_titan.optim.builder import MuonOptimizersContainer, build_muon_optimizers
+
+    built = {}
+    for toml in TOML_12_7B:
+        job = ConfigManager().parse_args(["--job.config_file", str(toml), "--training.seq_len", str(SEQ), *cli])
+        container = build_muon_optimizers([model], job.optimizer, parallel_dims)
+        built[toml.stem] = (job.optimizer, container)
+        assert isinstance(container, MuonOptimizersContainer), toml.name
+    optimizer_config, container = built["motif2_12.7B_pretrain"]
+    assert (optimizer_config.name, optimizer_config.qk_clip_threshold) == ("ParallelMuon", 100.0)
+    muon = container.optimizers[0]
+    groups = {g["use_muon"]: g for g in muon.param_groups}
+    assert len(groups[True]["params"]) == 7 * len(model.layers)  # wq wk wv wo w1 w2 w3 of every block held here
+    before = {id(p): p.to_local().shape for p in groups[True]["params"]}
+    with fake_mode:  # built outside it (the mesh's rank tensor is real), stepped inside (the state is fake)
+        muon.step()  # Muon.step: the Muon group by ParallelMuon, the AdamW group by the inner AdamW
+    assert all(muon.state[p]["momentum_buffer"].to_local().shape == before[id(p)] for p in groups[True]["params"])
 
 
 def _worker(_: int, layout: str, result_file: str) -> None:

@@ -27,7 +27,11 @@ def run_training(dump_folder: Path, nproc: int, *overrides: str, return_log: boo
                     "-m", "motif_titan.train"]
     cmd = [*launcher, "--job.config_file", str(config_file), "--job.dump_folder", str(dump_folder), *FAST,
            *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1" if nproc > 1 else "2"}
+    # a cache of compiled code per run: inductor's on-disk cache can hand one run code compiled in another that
+    # names its process groups differently ("Could not resolve the process group registered under the name 11",
+    # seen with TP x FSDP here)
+    env = {**os.environ, "OMP_NUM_THREADS": "1" if nproc > 1 else "2",
+           "TORCHINDUCTOR_CACHE_DIR": str(dump_folder.parent / f"{dump_folder.name}-inductor-cache")}
     for attempt in (1, 2):
         proc = subprocess.run(cmd, cwd=dump_folder.parent, env=env, capture_output=True, text=True, timeout=600)
         log = proc.stdout + proc.stderr

@@ -84,11 +84,14 @@ class Muon(Optimizer):
         self.mode, self.assignment, self.chunk_size, self.pipeline = mode, assignment, chunk_size, pipeline
         self.coefficients = iteration_coefficients(ns_coefficients, ns_steps)
 
+        # Always the two groups, even when one is empty (a pipeline stage holding only the final norm and the head
+        # has no Muon matrix): TorchTitan's LR-scheduler container saves the first model part's scheduler and
+        # loads it into every part's, which needs the same number of groups in every part's optimizer.
         adamw_groups = [{"params": list(adamw_params), "use_muon": False, "lr": lr * adamw_lr_ratio,
-                         "lr_ratio": adamw_lr_ratio}] if adamw_params else []
+                         "lr_ratio": adamw_lr_ratio}]
         self._adamw = torch.optim.AdamW(adamw_groups, lr=lr * adamw_lr_ratio, betas=adamw_betas, eps=adamw_eps,
-                                        weight_decay=weight_decay) if adamw_groups else None
-        muon_groups = [{"params": list(muon_params), "use_muon": True, "lr_ratio": 1.0}] if muon_params else []
+                                        weight_decay=weight_decay)
+        muon_groups = [{"params": list(muon_params), "use_muon": True, "lr_ratio": 1.0}]
         defaults = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "nesterov": nesterov,
                     "adjust_lr": adjust_lr, "eps": eps}
         super().__init__(muon_groups + adamw_groups, defaults)
@@ -108,9 +111,8 @@ class Muon(Optimizer):
 
     def _link_adamw(self) -> None:
         """Point the inner AdamW at this optimizer's AdamW group dicts and state (after init and after a load)."""
-        if self._adamw is not None:
-            self._adamw.param_groups = [g for g in self.param_groups if not g["use_muon"]]
-            self._adamw.state = self.state
+        self._adamw.param_groups = [g for g in self.param_groups if not g["use_muon"]]
+        self._adamw.state = self.state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
@@ -125,8 +127,7 @@ class Muon(Optimizer):
         for group in self.param_groups:
             if group["use_muon"]:
                 self._muon_group_step(group)
-        if self._adamw is not None:
-            self._adamw.step()
+        self._adamw.step()
         return loss
 
     # ---- Muon ------------------------------------------------------------------------------------------------
