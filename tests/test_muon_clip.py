@@ -94,7 +94,8 @@ def _check_sharded_clip(rank: int, world: int) -> None:
     with torch.no_grad():
         projections.wq.weight.copy_(full_q)
         projections.wk.weight.copy_(full_k)
-    fully_shard(projections, mesh=mesh)
+    for projection in projections.values():
+        fully_shard(projection, mesh=mesh)
     wq, wk = projections.wq.weight, projections.wk.weight
     heads = [SimpleNamespace(wq=wq, wk=wk, head_dim=8, kv_head_for_q_head=attn.kv_head_for_q_head,
                              max_logits=logits.clone())]

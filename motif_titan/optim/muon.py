@@ -151,8 +151,9 @@ class Muon(Optimizer):
         """The parameter's shard layout, read once at build time (it costs ~0.1 ms of CPU per matrix). The update
         is computed from the gradient's blocks, so the gradient must be laid out like the parameter."""
         grad = param.grad
+        grad_mesh, param_mesh = getattr(grad, "device_mesh", None), getattr(param, "device_mesh", None)
         if (getattr(grad, "placements", None) != getattr(param, "placements", None)
-                or getattr(grad, "device_mesh", None) != getattr(param, "device_mesh", None)):
+                or grad_mesh is not param_mesh and grad_mesh != param_mesh):
             raise NotImplementedError(
                 f"Muon: the gradient of {self._names[param]} has placements {getattr(grad, 'placements', None)}, "
                 f"the parameter {getattr(param, 'placements', None)}; Muon needs them equal"
