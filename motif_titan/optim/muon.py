@@ -28,7 +28,7 @@ from torch.optim import Optimizer
 from .assignment import ASSIGNMENTS, assign_owners
 from .exchange import block_of, gather_full, scatter_blocks
 from .newton_schulz import EPS, iteration_coefficients, newton_schulz_flops, zeropower_via_newton_schulz
-from .shard_layout import ShardLayout, check_placements, local_tensor, shard_layout
+from .shard_layout import ShardLayout, local_tensor, shard_layout
 from .update_rule import ADJUST_LR_RULES, adjusted_lr, apply_update, momentum_update
 
 MODES = ("single", "distributed", "parallel")
@@ -80,7 +80,6 @@ class Muon(Optimizer):
         for name, p in zip(names, muon_params):
             if p.ndim != 2:
                 raise ValueError(f"Muon takes 2-D matrices only; {name} has shape {tuple(p.shape)}")
-            check_placements(p, name)
         self.mode, self.assignment, self.chunk_size, self.pipeline = mode, assignment, chunk_size, pipeline
         self.coefficients = iteration_coefficients(ns_coefficients, ns_steps)
 
@@ -98,7 +97,8 @@ class Muon(Optimizer):
         self._link_adamw()
         self._initialized_groups: set = set()
         self._names: dict[Tensor, str] = dict(zip(muon_params, names))
-        # every layout is read now, so a parameter whose layout cannot be read stops the build, not step 1
+        # every layout is read (and its placements checked) now, so a parameter whose layout cannot be read stops
+        # the build, not step 1
         self._layouts: dict[Tensor, ShardLayout] = {p: shard_layout(p, n) for p, n in self._names.items()}
         if mode == "single":
             for p, layout in self._layouts.items():

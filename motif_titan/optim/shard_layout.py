@@ -15,6 +15,7 @@ So TP 2 x FSDP 2 on 10 rows, ``(_StridedShard(0, sf=2), Shard(0))`` on (dp_shard
 3-4 on (1, 0), 5-7 on (0, 1) and 8-9 on (1, 1): each rank's rows are one run here, but nothing below assumes it.
 """
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -112,34 +113,55 @@ def _is_shard(placement) -> bool:
     return isinstance(placement, (Shard, _StridedShard))
 
 
-def _chunk(indices: list[int], size: int, rank: int) -> list[int]:
-    """torch.chunk's split of ``indices`` into ``size`` chunks: chunk ``rank`` (empty past the last chunk)."""
-    step = -(-len(indices) // size) if indices else 0
-    return indices[rank * step:(rank + 1) * step] if step else []
+def _chunk(runs: Runs, size: int, rank: int) -> Runs:
+    """torch.chunk's split of the indices in ``runs`` into ``size`` chunks: chunk ``rank`` (empty past the last
+    chunk), computed on the runs (O(number of runs), never per index)."""
+    total = sum(n for _, n in runs)
+    step = -(-total // size)
+    lo, hi = min(rank * step, total), min((rank + 1) * step, total)
+    out, seen = [], 0
+    for start, n in runs:
+        a, b = max(lo, seen), min(hi, seen + n)
+        if a < b:
+            out.append((start + a - seen, b - a))
+        seen += n
+    return _merged(out)
 
 
-def held_indices(global_shape, mesh_shape, coordinate, placements) -> list[list[int]]:
-    """For each tensor dim, the global indices the rank at mesh ``coordinate`` holds, in local storage order."""
-    held = [list(range(n)) for n in global_shape]
+def _merged(runs) -> Runs:
+    """Adjacent runs joined: (0, 3), (3, 2) -> (0, 5)."""
+    out: list[list[int]] = []
+    for start, n in runs:
+        if out and out[-1][0] + out[-1][1] == start:
+            out[-1][1] += n
+        else:
+            out.append([start, n])
+    return tuple((start, n) for start, n in out)
+
+
+def held_runs(global_shape, mesh_shape, coordinate, placements) -> list[Runs]:
+    """For each tensor dim, the runs of global indices the rank at mesh ``coordinate`` holds, in local order."""
+    held = [((0, n),) if n else () for n in global_shape]
     for mesh_dim, placement in enumerate(placements):
         size, rank = mesh_shape[mesh_dim], coordinate[mesh_dim]
         if isinstance(placement, _StridedShard):
-            current = held[placement.dim]
-            pieces = [_chunk(current, placement.split_factor, j) for j in range(placement.split_factor)]
-            held[placement.dim] = [i for piece in pieces for i in _chunk(piece, size, rank)]
+            current, sf = held[placement.dim], placement.split_factor
+            held[placement.dim] = _merged(run for j in range(sf) for run in _chunk(_chunk(current, sf, j), size, rank))
         elif isinstance(placement, Shard):
             held[placement.dim] = _chunk(held[placement.dim], size, rank)
     return held
 
 
-def _runs(indices: list[int]) -> Runs:
-    runs: list[list[int]] = []
-    for i in indices:
-        if runs and runs[-1][0] + runs[-1][1] == i:
-            runs[-1][1] += 1
-        else:
-            runs.append([i, 1])
-    return tuple((start, n) for start, n in runs)
+def held_indices(global_shape, mesh_shape, coordinate, placements) -> list[list[int]]:
+    """``held_runs`` written out index by index (for tests and small tensors)."""
+    return [[start + i for start, n in runs for i in range(n)]
+            for runs in held_runs(global_shape, mesh_shape, coordinate, placements)]
+
+
+@functools.lru_cache(maxsize=None)
+def _block_at(global_shape: tuple, mesh_shape: tuple, coordinate: tuple, placements: tuple) -> Block:
+    rows, cols = held_runs(global_shape, mesh_shape, coordinate, placements)
+    return Block(rows, cols)
 
 
 def check_placements(tensor: Tensor, name: str = "parameter") -> None:
@@ -162,9 +184,8 @@ def local_block(tensor: Tensor) -> Block:
         rows, cols = tensor.shape
         return Block(((0, rows),) if rows else (), ((0, cols),) if cols else ())
     check_placements(tensor)
-    rows, cols = held_indices(tuple(tensor.shape), tuple(tensor.device_mesh.mesh.shape),
-                              tensor.device_mesh.get_coordinate(), tensor.placements)
-    return Block(_runs(rows), _runs(cols))
+    return _block_at(tuple(tensor.shape), tuple(tensor.device_mesh.mesh.shape),
+                     tuple(tensor.device_mesh.get_coordinate()), tuple(tensor.placements))
 
 
 _GROUP_CACHE: dict[tuple, dist.ProcessGroup] = {}
@@ -211,8 +232,8 @@ def shard_layout(tensor: Tensor, name: str = "parameter") -> ShardLayout:
         for d, c in zip(shard_dims, shard_coordinate):
             coordinate[d] = c
         global_rank = int(mesh.mesh[tuple(coordinate)])
-        rows, cols = held_indices(global_shape, mesh_shape, coordinate, placements)
-        blocks[dist.get_group_rank(group, global_rank)] = Block(_runs(rows), _runs(cols))
+        blocks[dist.get_group_rank(group, global_rank)] = _block_at(global_shape, mesh_shape, tuple(coordinate),
+                                                                   tuple(placements))
     layout = ShardLayout(global_shape, group, tuple(blocks), dist.get_rank(group))
     mine = layout.blocks[layout.group_rank].shape
     if tuple(tensor.to_local().shape) != mine:
