@@ -157,7 +157,7 @@ def _assert_tracks(run: Run, reference: Run, optimizer: str, what: str, clipped_
     if optimizer == "parallel_muon_clip":
         assert sorted(run.clips) == sorted(reference.clips) == list(range(1, STEPS + 1)), (what, run.clips)
         assert all(n >= 10 for _, n in reference.clips.values()), reference.clips  # heads really are clipped
-        for step, (max_logit, clipped) in reference.clips.items():
+        for step, (max_logit, _) in reference.clips.items():
             assert run.clips[step][0] == pytest.approx(max_logit, abs=MAX_LOGIT_TOLERANCE[step > STOP]), \
                 (what, step, run.clips, reference.clips)
         # which heads cross the threshold: identical while the runs agree closely (later a head sitting at the
