@@ -23,7 +23,8 @@ What is asserted, per row and optimizer: every logged loss equals the reference'
 reduction order explains (below); MuonClip's max logit per step too, and the number of clipped heads exactly at
 steps 1-2; and per row, a stop after step 2 (the step-2 checkpoint of the uninterrupted run, copied into a fresh
 run folder) resumed to step 4 logs the uninterrupted run's losses and MuonClip stats exactly (ParallelMuon +
-MuonClip, the optimizer with the most state: momentum, AdamW moments, clipped weights); not for PP 2 x TP 2 (below).
+MuonClip, the optimizer with the most state: momentum, AdamW moments, clipped weights). PP 2 x TP 2's resume also
+proves that a stage without Muon matrices (the last stage: final norm and head) loads its optimizer.
 
 Tolerances. The layouts sum the same fp32 gradients in a different order (reduce-scatter over other ranks, TP
 partial sums, pipeline micro-batches), which moves logged losses in the 6th significant digit: AdamW rows allow
@@ -39,8 +40,6 @@ Not in the CPU matrix:
 - TP 2 x HSDP 2x2: 8 ranks on 2 cores take about 50 s a launch, too slow for CI's time limit beside the other
   rows. Every Muon mode on TP 2 x HSDP 2x2's real placements (parallelize_module + fully_shard) is checked by the
   8-rank tests of tests/test_muon.py, and the 12.7B TP 8 x HSDP 2x4 layout by tests/test_parallel_dry_run.py.
-- Resume of PP 2 x TP 2 (two stages per rank): it fails inside torch's pipeline schedule (``_warmup_p2p``) at the
-  first resumed step; found here and left open. Its training row is compared; PP 2 x FSDP 2 resumes exactly.
 - DistributedMuon runs on the TP 2 x FSDP 2 and PP 2 x TP 2 rows only (CI time); on HSDP and PP x FSDP placements
   it is covered by tests/test_muon.py.
 - CP 2 x FSDP 2: CP cannot train on CPU (no CPU ring-attention kernels for SDPA, no CPU backward for flex). CP 2 is
@@ -82,9 +81,6 @@ LAYOUTS = {
 }
 REFERENCE = {"hsdp2x2": "fsdp4", "tp2_x_fsdp2": "fsdp2", "pp2_x_fsdp2": "fsdp2", "pp2_x_tp2": "single"}
 ROWS = ["fsdp2", "hsdp2x2", "tp2_x_fsdp2", "pp2_x_fsdp2", "pp2_x_tp2"]
-# resuming PP 2 x TP 2 (Interleaved1F1B, two stages per rank) fails inside torch's pipeline schedule
-# (schedules.py _warmup_p2p) at the first resumed step: found by this matrix, not fixed
-RESUME_ROWS = [row for row in ROWS if row != "pp2_x_tp2"]
 
 MUON = ["--optimizer.lr", "0.02", "--optimizer.chunk_size", "8"]  # 28 block matrices: a 1-matrix first chunk, then 8s
 OPTIMIZERS = {
@@ -178,7 +174,7 @@ def test_layout_logs_the_reference_losses(matrix, row, optimizer):
     _assert_tracks(run, matrix.run(REFERENCE[row], optimizer), optimizer, f"{row} / {optimizer}")
 
 
-@pytest.mark.parametrize("row", RESUME_ROWS)
+@pytest.mark.parametrize("row", ROWS)
 def test_stop_and_resume_logs_the_uninterrupted_losses(matrix, row):
     full = matrix.run(row, "parallel_muon_clip")
     resumed = matrix.resume(row, "parallel_muon_clip")

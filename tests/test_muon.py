@@ -8,7 +8,7 @@ import traceback
 import pytest
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
@@ -90,6 +90,49 @@ def test_original_lr_rule_matches_torch_muon():
     mats, _ = _run_ours(1, lambda t: t.clone().requires_grad_(), mode="single", adjust_lr="original")
     for got, want in zip(mats, ref_mats):
         assert torch.equal(got, want)
+
+
+def test_stage_without_muon_matrices_saves_and_loads_through_dcp():
+    """A pipeline stage holding only the final norm and the head has no Muon matrix: its optimizer keeps an empty
+    Muon group (the LR schedulers need the same groups in every part). TorchTitan loads optimizers through DCP's
+    flattened state dict, whose unflattening cannot read an empty group; the container hides it while loading.
+    Reference: the saved part states, restored value for value into freshly built optimizers."""
+    from motif_titan.optim.builder import MuonOptimizersContainer
+
+    def parts():
+        torch.manual_seed(0)
+        body = nn.ModuleDict({"wq": nn.Linear(8, 8, bias=False), "norm": nn.LayerNorm(8)})
+        last = nn.ModuleDict({"norm": nn.LayerNorm(8), "output": nn.Linear(8, 16, bias=False)})
+        return [body, last]
+
+    def build(models):
+        return MuonOptimizersContainer(models, {"lr": 0.02, "weight_decay": 0.1, "mode": "single"},
+                                       ["output", "norm"])
+
+    models = parts()
+    trained = build(models)
+    assert [len(g["params"]) for g in trained.optimizers[1].param_groups] == [0, 3]  # (Muon, AdamW: norm weight + bias, head)
+    for _ in range(2):
+        for m in models:
+            for p in m.parameters():
+                p.grad = torch.randn_like(p)
+        trained.step()
+    saved = {k: v.clone() if isinstance(v, Tensor) else v for k, v in trained.state_dict().items()}
+    assert any(".output.weight." in k or k.endswith("output.weight.exp_avg") for k in saved), sorted(saved)
+
+    fresh = build(parts())
+    fresh.load_state_dict(saved)
+    assert fresh.state_dict().keys() == saved.keys()
+    for key, value in fresh.state_dict().items():
+        if isinstance(value, Tensor):
+            assert torch.equal(value, saved[key]), key
+        else:
+            assert value == saved[key], key
+    # the empty group is back in its place, and the inner AdamW steps the loaded state
+    last = fresh.optimizers[1]
+    assert [(g["use_muon"], len(g["params"])) for g in last.param_groups] == [(True, 0), (False, 3)]
+    assert last._adamw.param_groups == [last.param_groups[1]]
+    assert last.state[fresh.model_parts[1]["output"].weight]["step"] == 2
 
 
 def test_motif_coefficients_orthogonalize():

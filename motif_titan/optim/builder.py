@@ -22,6 +22,7 @@ beta1 / beta2 / eps of TorchTitan's section are the AdamW group's. Muon takes th
 none of ``adamw_param_patterns`` (substrings); everything else (and every parameter that is not 2-D) goes to AdamW.
 """
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -139,6 +140,12 @@ class MuonOptimizersContainer(OptimizersContainer):
         if self.qk_clip_heads:
             stats = qk_clip(self.qk_clip_heads, self.qk_clip_threshold, self.qk_clip_alpha)
             self._metrics = {"qk_clip/max_logit": stats["max_logit"], "qk_clip/heads_clipped": stats["heads_clipped"]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        with ExitStack() as stack:
+            for optimizer in self.optimizers:
+                stack.enter_context(optimizer.filled_groups_only())
+            super().load_state_dict(state_dict)
 
     def metrics(self) -> dict[str, float]:
         """Metrics of the last step (MuonClip's max logit and clipped-head count), for the metrics processor."""

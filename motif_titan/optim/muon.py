@@ -18,6 +18,7 @@ block movement in ``exchange``; this class only orchestrates. AdamW groups are s
 """
 
 from collections import defaultdict
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -117,6 +118,21 @@ class Muon(Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._link_adamw()
+
+    @contextmanager
+    def filled_groups_only(self):
+        """Hide the empty group (if any) while DCP loads a flattened state dict: torch's unflattening reads each
+        group's settings under its first parameter's name, which an empty group does not have (IndexError in
+        ``_unflatten_optim_state_dict``). Saving needs nothing: an empty group adds no key."""
+        kinds = [g["use_muon"] for g in self.param_groups]
+        empty = {g["use_muon"]: g for g in self.param_groups if not g["params"]}
+        self.param_groups = [g for g in self.param_groups if g["params"]]
+        try:
+            yield
+        finally:
+            by_kind = {g["use_muon"]: g for g in self.param_groups} | empty
+            self.param_groups = [by_kind[kind] for kind in kinds]
+            self._link_adamw()
 
     @torch.no_grad()
     def step(self, closure=None):
