@@ -57,6 +57,7 @@ def single_rank_reference(tmp_path_factory, seed_checkpoint) -> tuple[dict[int, 
     return losses, grad_norms_of(log)
 
 
+GDA_LAMBDA = re.compile(r"step (\d+): .*gda/lambda_min (-?[0-9.e+-]+), gda/lambda_max (-?[0-9.e+-]+)")
 QK_CLIP = re.compile(r"step (\d+): qk_clip/max_logit ([0-9.]+), qk_clip/heads_clipped (\d+)")
 
 

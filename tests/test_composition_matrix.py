@@ -20,7 +20,8 @@ data-parallel ranks, so the reference of a layout with dp degree 1 / 2 / 4 is on
 | PP 2 x TP 2 (Interleaved1F1B, 2 stages per rank) | 4 | curriculum | one process |
 
 What is asserted, per row and optimizer: every logged loss equals the reference's within the tolerance the
-reduction order explains (below); MuonClip's max logit per step too, and the number of clipped heads exactly at
+reduction order explains (below); GDA's lambda extremes over all layers per step (reduced over pipeline stages)
+and MuonClip's max logit per step too, and the number of clipped heads exactly at
 steps 1-2; and per row, a stop after step 2 (the step-2 checkpoint of the uninterrupted run, copied into a fresh
 run folder) resumed to step 4 logs the uninterrupted run's losses and MuonClip stats exactly (ParallelMuon +
 MuonClip, the optimizer with the most state: momentum, AdamW moments, clipped weights). PP 2 x TP 2's resume also
@@ -52,7 +53,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QK_CLIP
+from conftest import GDA_LAMBDA, QK_CLIP
 from test_training_runs import DEBUG_TOML, REPO, run_training
 
 CURRICULUM_TOML = REPO / "tests" / "configs" / "composition_curriculum.toml"
@@ -95,6 +96,7 @@ ROW_OPTIMIZERS = {row: ["adamw", "parallel_muon_clip"] for row in ROWS} | {
 # abs tolerance on the logged loss at steps (1, 2) and (3, 4); see the module docstring
 LOSS_TOLERANCE = {"adamw": (5e-5, 5e-5), "parallel_muon_clip": (1e-3, 5e-3), "distributed_muon": (1e-3, 5e-3)}
 MAX_LOGIT_TOLERANCE = (2e-3, 1e-2)
+LAMBDA_TOLERANCE = (3e-4, 2e-3)  # lambda vectors are AdamW's in every optimizer: they drift less
 COMPILE = ["--compile.enable"]
 
 
@@ -105,6 +107,7 @@ class Run:
         self.dump = dump
         self.losses = {int(step): float(loss) for step, loss in STEP_LOSS.findall(log)}
         self.clips = {int(step): (float(m), int(n)) for step, m, n in QK_CLIP.findall(log)}
+        self.lambdas = {int(step): (float(lo), float(hi)) for step, lo, hi in GDA_LAMBDA.findall(log)}
         self.built_stage_1 = "building stage_idx 1" in log
 
 
@@ -150,6 +153,11 @@ def _assert_tracks(run: Run, reference: Run, optimizer: str, what: str, clipped_
     for step, loss in reference.losses.items():
         tolerance = LOSS_TOLERANCE[optimizer][step > STOP]
         assert run.losses[step] == pytest.approx(loss, abs=tolerance), (what, step, run.losses, reference.losses)
+    # GDA's lambda over all layers (min, max; logged to 4 digits), reduced over pipeline stages
+    assert sorted(run.lambdas) == list(range(1, STEPS + 1)), (what, run.lambdas)
+    for step, extremes in reference.lambdas.items():
+        assert run.lambdas[step] == pytest.approx(extremes, abs=LAMBDA_TOLERANCE[step > STOP]), \
+            (what, step, run.lambdas, reference.lambdas)
     if optimizer == "parallel_muon_clip":
         assert sorted(run.clips) == sorted(reference.clips) == list(range(1, STEPS + 1)), (what, run.clips)
         assert all(n >= 10 for _, n in reference.clips.values()), reference.clips  # heads really are clipped

@@ -220,3 +220,62 @@ def test_model_gda_value_path_overrides_the_flavor():
     args.update_from_config(_job("--model.gda_value_path", "split"))
     assert args.gda_value_path == "split"
     assert motif2_args["debugmodel"].gda_value_path == "auto"
+
+
+def _fp32_attention_with_dots(dot1: float, dot2: float, seed: int = 11):
+    """A float32 GDA layer whose lambda exponents are lambda_q1 . lambda_k1 = dot1 and lambda_q2 . lambda_k2 =
+    dot2 (up to fp32 rounding), and its float64 copy."""
+    import copy
+
+    args = _args(n_heads=10, n_noise_heads=2)
+    attn = _random_attention(args, layer_id=3, seed=seed).float()
+    d = args.head_dim
+    with torch.no_grad():
+        for (q, k), dot in (((attn.lambda_q1, attn.lambda_k1), dot1), ((attn.lambda_q2, attn.lambda_k2), dot2)):
+            q.fill_(math.sqrt(abs(dot) / d))
+            k.fill_(math.copysign(math.sqrt(abs(dot) / d), dot))
+    return args, attn, copy.deepcopy(attn).double()
+
+
+def _spec_lambda(attn) -> torch.Tensor:
+    """spec/model.md's formula as written, in the parameters' dtype."""
+    return (torch.exp(torch.sum(attn.lambda_q1 * attn.lambda_k1)) - torch.exp(torch.sum(attn.lambda_q2 * attn.lambda_k2))
+            + attn.lambda_init)
+
+
+@pytest.mark.parametrize("dot1,dot2", [(0.03, -0.02), (2.5, 1.0), (-40.0, 11.0), (80.0, 3.0), (88.0, 87.5), (88.72, 1.0)])
+def test_lambda_is_the_spec_formula_bit_for_bit_where_it_is_finite(dot1, dot2):
+    _, attn, _ = _fp32_attention_with_dots(dot1, dot2)
+    want = _spec_lambda(attn)
+    assert torch.isfinite(want)
+    assert torch.equal(attn.lambda_full().detach(), want.detach())
+    lam, past_limit = attn.lambda_stats()
+    assert torch.equal(lam, want.detach()) and int(past_limit) == 0
+    if abs(float(want.detach())) <= 2.0 ** 16:
+        # the output's rescaling is a multiplication by exactly 1.0 there: the layer computes what it did before
+        from motif_titan.model.model import _inverse_lambda_scale
+
+        assert float(_inverse_lambda_scale(want)) == 1.0
+
+
+@pytest.mark.parametrize("dot1,dot2,past_limit", [(80.0, 0.5, 0), (100.0, 0.5, 1), (0.5, 300.0, 1), (120.0, 95.0, 2),
+                                                  (150.0, 149.0, 2)])
+def test_huge_or_overflowing_lambda_gives_finite_outputs_equal_to_float64(dot1, dot2, past_limit):
+    """exp(80) = 5.5e34 is finite in fp32 but signal - lambda * noise then overflows the RMSNorm's mean square
+    (the output would be 0); past 88.7 the spec formula's lambda is inf and every output NaN. Ours stays finite
+    and, since the RMSNorm is scale-invariant, equals the float64 layer (whose lambda is still finite): the
+    output is then noise / rms(noise) whatever lambda's exact size, as long as lambda keeps its sign."""
+    args, attn, attn64 = _fp32_attention_with_dots(dot1, dot2)
+    if past_limit:
+        assert not torch.isfinite(_spec_lambda(attn))
+    lam, n_past = attn.lambda_stats()
+    assert torch.isfinite(lam) and int(n_past) == past_limit
+    assert math.copysign(1.0, float(lam)) == math.copysign(1.0, dot1 - dot2)
+    x = torch.randn(2, 9, args.dim, generator=torch.Generator().manual_seed(5))
+    out = attn(x, _rope_cache(args).float(), None)
+    assert torch.isfinite(out).all()
+    want = gda_reference(attn64, args, 3, x.double())
+    torch.testing.assert_close(out.double(), want, rtol=1e-4, atol=1e-5)
+    out.square().sum().backward()
+    for name, p in attn.named_parameters():
+        assert torch.isfinite(p.grad).all(), name

@@ -5,6 +5,7 @@ Layout follows TorchTitan's llama3 (``tok_embeddings``, ``layers``, ``norm``, ``
 RoPE uses the HF rotate-half layout, so HF checkpoints load without permuting wq/wk.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,40 @@ from .args import Motif2ModelArgs
 def lambda_init_for_layer(layer_idx: int) -> float:
     """Motif's lambda_init with a 0-based layer index: 0.8 - 0.6 * exp(-0.3 * (layer_idx - 1))."""
     return 0.8 - 0.6 * math.exp(-0.3 * (layer_idx - 1))
+
+
+# fp32 exp overflows past 88.7228. When an exponent of lambda passes the dtype's value just below log(dtype max)
+# (88.72283 in fp32, 709.78271 in fp64), both exponents are shifted down by the excess: lambda stays finite,
+# keeps its sign and the ratio of its two terms (all the RMSNorm after it sees), and every value the spec formula
+# computes finitely is computed exactly as the formula does (the shift is then 0)
+@functools.cache
+def lambda_exponent_max(dtype: torch.dtype) -> float:
+    at_log_max = torch.tensor(math.log(torch.finfo(dtype).max), dtype=dtype)
+    return float(torch.nextafter(at_log_max, torch.tensor(-math.inf, dtype=dtype)))
+
+
+# past |lambda| = 2^16 the signal - lambda * noise difference is formed in units of a power of two (exact
+# scaling), so it cannot overflow, and its RMSNorm (scale-invariant up to eps) stays finite
+_LAMBDA_SCALE_FREE_LOG2 = 16.0
+
+
+def gda_lambda(q1, k1, q2, k2, lambda_init: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lambda, number of exponents past the limit) of one GDA layer from its four lambda vectors (plain
+    tensors): exp(q1 . k1) - exp(q2 . k2) + lambda_init in (at least) fp32, both exponents shifted down by
+    whatever the larger one exceeds ``lambda_exponent_max`` by (a constant for autograd)."""
+    dot1, dot2 = torch.sum(_upcast(q1) * _upcast(k1)), torch.sum(_upcast(q2) * _upcast(k2))
+    top = lambda_exponent_max(dot1.dtype)
+    shift = (torch.maximum(dot1, dot2).detach() - top).clamp_min(0.0)
+    past_limit = (dot1 > top).int() + (dot2 > top).int()
+    # (the clamp only catches the rounding of dot - shift)
+    lam1, lam2 = torch.exp((dot1 - shift).clamp(max=top)), torch.exp((dot2 - shift).clamp(max=top))
+    return lam1 - lam2 + lambda_init, past_limit
+
+
+def _inverse_lambda_scale(lam: torch.Tensor) -> torch.Tensor:
+    """1.0 for |lambda| <= 2^16 (every multiplication by it is exact), else 2^-k with |lambda| * 2^-k <= 2^16."""
+    exponent = torch.ceil(torch.log2(lam.detach().abs().clamp_min(1.0))) - _LAMBDA_SCALE_FREE_LOG2
+    return torch.exp2(-exponent.clamp_min(0.0))
 
 
 def precompute_rope_cache(
@@ -217,12 +252,18 @@ class GroupedDiffAttention(nn.Module):
         return self.value_path == "joint" or (self.value_path == "joint_noise" and attention == "noise")
 
     def lambda_full(self) -> torch.Tensor:
-        """This layer's lambda as an fp32 scalar tensor (differentiable in the four lambda vectors)."""
-        q1, k1, q2, k2 = (_upcast(local_replicated(v)) for v in (self.lambda_q1, self.lambda_k1, self.lambda_q2,
-                                                                   self.lambda_k2))
-        lam1 = torch.exp(torch.sum(q1 * k1))
-        lam2 = torch.exp(torch.sum(q2 * k2))
-        return lam1 - lam2 + self.lambda_init
+        """This layer's lambda as an fp32 scalar tensor (differentiable in the four lambda vectors; see
+        ``gda_lambda`` for the shift that keeps it finite)."""
+        vectors = (local_replicated(v) for v in (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2))
+        return gda_lambda(*vectors, self.lambda_init)[0]
+
+    @torch.no_grad()
+    def lambda_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lambda, exponents past the limit) from the whole lambda vectors, outside forward: sharded (FSDP) vectors are
+        gathered over their shard group, so every rank of the group must call it."""
+        vectors = (v.full_tensor() if isinstance(v, DTensor) else v
+                   for v in (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2))
+        return gda_lambda(*vectors, self.lambda_init)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, masks: BlockMask | None) -> torch.Tensor:
         """Causal softmax(q k^T / sqrt(d)) v for (bs, heads, seq, d) tensors; kv heads shared GQA-style."""
@@ -272,7 +313,9 @@ class GroupedDiffAttention(nn.Module):
                                     joint=self.joint_value("noise"))
         n_local_groups = noise.shape[1]
         signal = signal.view(bs, n_local_groups, R, seqlen, 2 * d)
-        out = _upcast(signal) - self.lambda_full() * _upcast(noise).unsqueeze(2)
+        lam = self.lambda_full()
+        inverse_scale = _inverse_lambda_scale(lam)  # 1.0 in the normal range
+        out = _upcast(signal) * inverse_scale - (lam * inverse_scale) * _upcast(noise).unsqueeze(2)
         out = out.flatten(1, 2).transpose(1, 2)  # (bs, seq, G*R, 2d)
         out = F.rms_norm(out, (2 * d,), _upcast(local_replicated(self.subln.weight)).to(out.dtype), self.subln.eps)
         out = (out * (1.0 - self.lambda_init)).to(x.dtype)
@@ -391,6 +434,12 @@ class Motif2Model(ModelProtocol):
         if self.output is not None:
             std = self.model_args.dim**-0.5
             trunc_normal_(self.output.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
+    def gda_lambdas(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """{layer index: (lambda, exponents past the limit)} of the layers this model part holds, from the parameters
+        (a collective over each sharded vector's group: every rank of the group must call it)."""
+        return {int(layer_id): cast(TransformerBlock, layer).attention.lambda_stats()
+                for layer_id, layer in self.layers.items() if layer is not None}
 
     def qk_clip_heads(self) -> list[QKClipHeads]:
         """One entry per layer, for MuonClip (read after parallelization: FSDP has swapped in DTensor params)."""
