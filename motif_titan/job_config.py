@@ -13,6 +13,7 @@ dataclass from the fields alone, so each part validates its fields in its builde
 from dataclasses import dataclass, field
 
 from motif_titan.data.curriculum import CurriculumConfig
+from motif_titan.infra.nonfinite_guard import GuardConfig
 from motif_titan.model.args import Motif2ModelFields
 from motif_titan.optim.builder import MuonOptimizerFields
 
@@ -27,3 +28,5 @@ class JobConfig:
     """``gda_value_path`` added to ``[model]`` (see motif_titan.model.args)."""
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     """``[curriculum]``: data domains, mixture schedule, ramps, SFT (see motif_titan.data.curriculum)."""
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    """``[guard]``: non-finite loss or grad norm: stop the run or skip the step (motif_titan.infra.nonfinite_guard)."""

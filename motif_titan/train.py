@@ -21,6 +21,8 @@ from types import SimpleNamespace
 
 import torch
 
+from motif_titan.infra.lifecycle import exit_with_launcher
+
 
 def accelerator_available() -> bool:
     return torch.accelerator.is_available()
@@ -96,6 +98,7 @@ def _set_single_process_env() -> None:
 
 
 def main() -> None:
+    exit_with_launcher()  # a torchrun worker dies with torchrun, even a SIGKILLed one
     _set_single_process_env()
     if not accelerator_available():
         apply_cpu_shims()
@@ -103,7 +106,9 @@ def main() -> None:
     from torchtitan.train import main as torchtitan_main
 
     from motif_titan.trainer import CurriculumTrainer
+    from motif_titan.validate import check_config_file
 
+    check_config_file(sys.argv[1:])  # unknown TOML keys, before TorchTitan's ConfigManager parses the file
     torchtitan_main(CurriculumTrainer)
 
 

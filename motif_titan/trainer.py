@@ -6,21 +6,41 @@
 * Metrics: the metrics processor is given the dataloader, whose ``metrics(step)`` (per-domain weights and tokens)
   it logs with the step's metrics.
 
-With any other dataloader this is TorchTitan's Trainer unchanged. ``python -m motif_titan.train`` runs it.
+* Checkpoints: TorchTitan's checkpoint manager is replaced by ``IntegrityCheckpointManager`` (manifests written
+  on save and verified on load, fallback to the newest intact step, continuable model-only last saves; see
+  motif_titan.infra.checkpoint_integrity).
+* Non-finite guard: after each step's last backward, a NaN / inf loss or gradient norm stops the run or skips the
+  step before the optimizer sees it (``[guard]``, see motif_titan.infra.nonfinite_guard).
+
+With any other dataloader the loop is TorchTitan's Trainer's. ``python -m motif_titan.train`` runs it.
 """
 
 from torchtitan.train import Trainer
 
+from motif_titan.infra.checkpoint_integrity import IntegrityCheckpointManager
+from motif_titan.infra.nonfinite_guard import GuardConfig, NonfiniteGuard
+from motif_titan.validate import launched_world_size, validate_job_config
+
 
 class CurriculumTrainer(Trainer):
     def __init__(self, job_config):
+        validate_job_config(job_config, launched_world_size(job_config))  # before TorchTitan builds anything
         super().__init__(job_config)
         self._micro_batches_per_step = getattr(self.dataloader, "micro_batches_per_step", None)
         if self._micro_batches_per_step is not None:
             self.dataloader.trainer_drives_batch_ramp = True
         self.metrics_processor.dataloader = self.dataloader
+        self.checkpointer = IntegrityCheckpointManager.replacing(self.checkpointer, self)
+        self.nonfinite_guard = NonfiniteGuard(getattr(job_config, "guard", None) or GuardConfig(), self.model_parts,
+                                              self.parallel_dims, self.device)
 
     def train_step(self, data_iterator):
         if self._micro_batches_per_step is not None:
             self.gradient_accumulation_steps = self._micro_batches_per_step(self.step)
+        self.nonfinite_guard.begin_step(self.step, self.gradient_accumulation_steps)
         return super().train_step(data_iterator)
+
+    def forward_backward_step(self, **kwargs):
+        loss = super().forward_backward_step(**kwargs)
+        self.nonfinite_guard.after_micro_batch(loss)
+        return loss

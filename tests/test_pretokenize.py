@@ -45,7 +45,7 @@ def test_cli_writes_a_shard_of_every_document_with_bos_and_eos(tokenizer, tmp_pa
 
 def test_failed_pretokenize_leaves_nothing(tokenizer, tmp_path):
     (tmp_path / "bad.jsonl").write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"body": "no text"}) + "\n")
-    with pytest.raises(ValueError, match=r"has no 'text' field"):
+    with pytest.raises(ValueError, match=r"^source '.*bad\.jsonl': .*bad\.jsonl.*2.* 'text' field.*\(--text-field"):
         pretokenize([str(tmp_path / "bad.jsonl")], tmp_path / "shard", tokenizer, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]
     with pytest.raises(FileExistsError, match="never overwritten"):

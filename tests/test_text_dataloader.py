@@ -203,3 +203,50 @@ def test_embedded_corpus_has_three_domains_under_size_limit(tokenizer):
     inputs, labels = next(iter(loader))
     assert inputs["input"].shape == labels.shape == (8, 64)
     assert torch.equal(inputs["input"][:, 1:], labels[:, :-1])
+
+
+# -- a pretokenize output folder as training.dataset_path ---------------------------------------------------------
+
+def test_token_shard_folder_gives_the_same_batches_as_its_text(corpus_dir, tokenizer, tmp_path):
+    """``python -m motif_titan.data.pretokenize`` output as ``training.dataset_path``: read through
+    token_shards.TokenShard (the curriculum's reader), the same windows as the text files it was made from, for
+    each DP rank, and the same resume state."""
+    from motif_titan.data.pretokenize import pretokenize
+    from motif_titan.data.token_shards import TokenShard
+
+    files = text_dataloader.find_text_files(corpus_dir)
+    shard = pretokenize([str(f) for f in files], tmp_path / "shard", tokenizer, progress=False)
+    for rank in (0, 1):
+        from_text = build_text_dataloader(2, rank, tokenizer, local_job_config(corpus_dir))
+        from_shard = build_text_dataloader(2, rank, tokenizer, local_job_config(shard))
+        assert isinstance(from_shard.dataset._documents, TokenShard)
+        assert from_shard.dataset.num_documents == from_text.dataset.num_documents == len(ALPHA) + len(BETA) + 1
+        text_batches, shard_batches = iter(from_text), iter(from_shard)
+        for _ in range(6):  # more than an epoch of this corpus
+            (text_inputs, text_labels), (shard_inputs, shard_labels) = next(text_batches), next(shard_batches)
+            assert torch.equal(text_inputs["input"], shard_inputs["input"])
+            assert torch.equal(text_labels, shard_labels)
+        assert from_shard.dataset.state_dict() == from_text.dataset.state_dict()
+
+
+def test_training_runs_from_a_token_shard_folder(tokenizer, tmp_path):
+    """A real launch of the debug config with ``training.dataset_path`` = a pretokenize output folder built here
+    from the embedded prose: 3 steps are trained and logged."""
+    import re
+    import subprocess
+    import sys
+
+    from motif_titan.data.pretokenize import pretokenize
+
+    shard = pretokenize(["embedded:prose"], tmp_path / "prose_tokens", tokenizer, progress=False)
+    cmd = [sys.executable, "-m", "motif_titan.train", "--job.config_file",
+           str(Path(__file__).resolve().parents[1] / "train_configs" / "motif2_debug.toml"),
+           "--job.dump_folder", str(tmp_path / "run"), "--training.dataset", "prose_tokens",
+           "--training.dataset_path", str(shard), "--training.steps", "3", "--training.seq_len", "128",
+           "--metrics.log_freq", "1", "--metrics.disable_color_printing"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "Local text dataset: " in log and " documents from 1 files" in log, log[-4000:]
+    losses = dict(re.findall(r"step:\s+(\d+)\s+loss:\s+([0-9.]+)", log))
+    assert sorted(losses) == ["1", "2", "3"], log[-4000:]

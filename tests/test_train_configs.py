@@ -1,6 +1,7 @@
-"""Every TOML in train_configs/ parses with TorchTitan's ConfigManager, passes motif_titan's validation (model
-flavor against the job, Muon, FP8 converter, curriculum and ramps at the GPU count it is sized for) and builds its
-model on the meta device; the 12.7B stages chain, each starting from the previous stage's final checkpoint."""
+"""Every TOML in train_configs/ parses with TorchTitan's ConfigManager, passes motif_titan's validation (its keys,
+TorchTitan's fields, model flavor against the job, Muon, FP8 converter, curriculum and ramps at the GPU count it is
+sized for) and builds its model on the meta device; the 12.7B stages chain, each starting from the previous stage's
+final checkpoint; two launches of the debug config log the same losses."""
 
 import dataclasses
 from pathlib import Path
@@ -13,7 +14,7 @@ from torchtitan.protocols.model_converter import build_model_converters
 import motif_titan  # noqa: F401  registers the TrainSpec and the FP8 converter
 from motif_titan.data.curriculum_dataloader import _check_model_masks, build_curriculum_plan
 from motif_titan.model import Motif2Model, motif2_args
-from motif_titan.optim.builder import validate_muon_config
+from motif_titan.validate import check_config_file, validate_job_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "train_configs").glob("*.toml"))
 STAGES = ["pretrain", "anneal", "sft1", "sft2", "sft3"]
@@ -33,10 +34,11 @@ def test_every_stage_has_a_config():
 def test_config_validates_and_builds_its_model_on_meta(path):
     job = _load(path)
     assert job.model.name == "motif2"
+    dp = 1 if "debug" in path.stem else CLUSTER_GPUS
+    check_config_file(["--job.config_file", str(path)])
+    validate_job_config(job, world_size=dp)  # what CurriculumTrainer runs before TorchTitan builds anything
     args = dataclasses.replace(motif2_args[job.model.flavor])
     args.update_from_config(job)
-    validate_muon_config(job.optimizer)
-    dp = 1 if "debug" in path.stem else CLUSTER_GPUS
     if job.curriculum.domains:
         plan = build_curriculum_plan(job.curriculum, job.training, dp_world_size=dp)
         _check_model_masks(job, plan)
@@ -84,3 +86,26 @@ def test_12_7b_recipe_numbers():
     assert sft1.lr_scheduler.decay_type == "cosine" and sft1.lr_scheduler.min_lr_factor == 0.0
     assert sft1.lr_scheduler.warmup_steps == round(0.05 * sft1.training.steps)
     assert sft1.training.global_batch_size * sft1.training.seq_len == 2000 * 16384  # 32.8M tokens
+
+
+def test_two_launches_of_the_debug_config_log_the_same_losses(tmp_path):
+    """The README's main job is reproducible run to run: the debug TOMLs set [debug] seed, and two launches of
+    motif2_debug.toml (3 of its steps, nothing else overridden) log identical losses."""
+    import re
+    import subprocess
+    import sys
+
+    debug = Path(__file__).resolve().parents[1] / "train_configs" / "motif2_debug.toml"
+    for path in (debug, debug.with_name("motif2_debug_curriculum.toml")):
+        assert _load(path).debug.seed is not None, path
+    runs = []
+    for run in ("first", "second"):
+        cmd = [sys.executable, "-m", "motif_titan.train", "--job.config_file", str(debug), "--job.dump_folder",
+               str(tmp_path / run), "--training.steps", "3", "--metrics.log_freq", "1",
+               "--metrics.disable_color_printing"]
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        log = proc.stdout + proc.stderr
+        assert proc.returncode == 0, log[-4000:]
+        runs.append(dict(re.findall(r"step:\s+(\d+)\s+loss:\s+([0-9.]+)", log)))
+    assert sorted(runs[0]) == ["1", "2", "3"], runs
+    assert runs[0] == runs[1], runs

@@ -232,14 +232,47 @@ def _normalized(weights: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(w / total for w in weights)
 
 
-def parse_curriculum(config: CurriculumConfig) -> tuple[tuple[DomainSpec, ...], CurriculumSchedule]:
-    """Validate the section's mode, unit, domains and phases; raise naming the field and the allowed values."""
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_curriculum_fields(config: CurriculumConfig) -> None:
+    """Types and ranges of the section's scalar fields, and that nothing but domains configures a curriculum
+    without domains (it would be ignored: the text dataloader of ``training.dataset`` runs). The ramps' ranges
+    against ``[training]`` are checked by :func:`motif_titan.data.ramps.validate_ramps`, the tables by
+    :func:`parse_curriculum`."""
     if config.mode not in MODES:
         _fail("mode", config.mode, list(MODES))
     if config.unit not in UNITS:
         _fail("unit", config.unit, list(UNITS))
     if config.chat_template not in CHAT_TEMPLATES:
         _fail("chat_template", config.chat_template, list(CHAT_TEMPLATES))
+    if not _is_int(config.seed) or config.seed < 0:
+        _fail("seed", config.seed, "an integer >= 0")
+    for name in ("batch_ramp_start_tokens", "seq_len_ramp_start"):
+        value = getattr(config, name)
+        if not _is_int(value) or value < 0:
+            _fail(name, value, "an integer: 0 (off) or > 0")
+    for name in ("batch_ramp_steps", "seq_len_ramp_steps"):
+        steps = getattr(config, name)
+        if not isinstance(steps, list) or not all(_is_int(s) for s in steps):
+            _fail(name, steps, "[first, last] steps (integers) with 1 <= first < last, or [] (no ramp)")
+    for name in ("domains", "phases"):
+        if not isinstance(getattr(config, name), list):
+            _fail(name, getattr(config, name), f"[[curriculum.{name}]] tables")
+    if not config.domains:
+        defaults = CurriculumConfig()
+        for name in ("mode", "unit", "seed", "phases", "chat_template", "batch_ramp_start_tokens",
+                     "batch_ramp_steps", "seq_len_ramp_start", "seq_len_ramp_steps"):
+            if getattr(config, name) != getattr(defaults, name):
+                _fail(name, getattr(config, name), f"the default {getattr(defaults, name)!r} without "
+                      "[[curriculum.domains]] tables (without domains the text dataloader of training.dataset "
+                      "runs and ignores [curriculum])")
+
+
+def parse_curriculum(config: CurriculumConfig) -> tuple[tuple[DomainSpec, ...], CurriculumSchedule]:
+    """Validate the section's fields, domains and phases; raise naming the field and the allowed values."""
+    validate_curriculum_fields(config)
     if not config.domains:
         _fail("domains", config.domains, "at least one [[curriculum.domains]] table")
     domains = tuple(_parse_domain(i, raw) for i, raw in enumerate(config.domains))

@@ -12,22 +12,21 @@ Source strings (``[[curriculum.domains]] sources``):
 """
 
 import bisect
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .curriculum import DomainSpec
-from .text_dataloader import TEXT_FILE_SUFFIXES, embedded_assets_dir, find_text_files, read_documents
+from .text_dataloader import TEXT_FILE_SUFFIXES, embedded_assets_dir, find_text_files, read_documents, read_jsonl
 from .token_shards import TokenShard, is_token_shard
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records (dicts) of a ``.jsonl`` or ``.parquet`` file, for SFT samples."""
+    """The records (dicts) of a ``.jsonl`` or ``.parquet`` file, for SFT samples (a bad line is refused naming the
+    file and the line)."""
     if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as lines:
-            return [json.loads(line) for line in lines if line.strip()]
+        return [record for _, record in read_jsonl(path)]
     if path.suffix == ".parquet":
         import pyarrow.parquet
 
@@ -65,17 +64,6 @@ class _HFColumn:
     def __getitem__(self, index: int):
         row = self.dataset[int(index)]
         return row if self.column is None else row[self.column]
-
-
-class _ShardDocuments:
-    def __init__(self, shard: TokenShard) -> None:
-        self.shard = shard
-
-    def __len__(self) -> int:
-        return len(self.shard)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        return self.shard.document(index)
 
 
 def open_domain(index: int, domain: DomainSpec, tokenizer, sft: bool) -> DomainDocuments:
@@ -118,7 +106,7 @@ def _open_source(source: str, domain: DomainSpec, tokenizer, sft: bool):
     if is_token_shard(path):
         if sft:
             raise ValueError("token shards hold pretraining documents; SFT samples need their messages")
-        return _ShardDocuments(TokenShard(path, tokenizer))
+        return TokenShard(path, tokenizer)
     files = find_text_files(path)
     if not files:
         raise ValueError(f"no {'/'.join(TEXT_FILE_SUFFIXES)} files and no token shard there")

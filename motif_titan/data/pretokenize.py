@@ -7,8 +7,10 @@
 Sources are the curriculum's (local .jsonl / .parquet / .txt files or directories, ``hf:PATH``,
 ``embedded:NAME``), read in order; each document is stored as the loader would tokenize it,
 ``tokenizer.encode(text, add_bos=True, add_eos=True)``, so a shard and its text give the same batches.
-The shard is written under a temporary name and renamed when complete (see motif_titan.data.token_shards).
-Then use the output directory as a source: ``sources = ["shards/prose"]``.
+The shard is written under a temporary name (``.<out>.partial-<pid>``) and renamed when complete (see
+motif_titan.infra.atomic_output): an error, Ctrl-C or SIGTERM removes the temporary, and the next run for the same
+``--out`` removes one a killed run left. Then use the output directory as a source: ``sources = ["shards/prose"]``.
+Bad input ends in one ``error:`` line naming the argument (exit status 2).
 """
 
 import argparse
@@ -16,10 +18,14 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from motif_titan.infra.atomic_output import terminate_on_sigterm
+
 from .curriculum import DomainSpec
-from .document_sources import open_domain
+from .document_sources import DomainDocuments, _open_source
 from .text_dataloader import EMBEDDED, build_tokenizer
-from .token_shards import TokenShardWriter
+from .token_shards import TokenShardWriter, is_token_shard
+
+PROG = "python -m motif_titan.data.pretokenize"
 
 BATCH_DOCUMENTS = 256
 
@@ -62,11 +68,39 @@ def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
     return out
 
 
+def _text_field_hint(message: str, text_field: str) -> str:
+    if f"{text_field!r} field" in message or f"FieldRef.Name({text_field})" in message:
+        return f"{message.splitlines()[0]} (--text-field {text_field!r}: pass the field that holds the text)"
+    return message.replace("(text_field)", "(--text-field)")
+
+
+def open_sources(sources: list[str], tokenizer, text_field: str = "text", split: str = "train") -> DomainDocuments:
+    """Every source's documents; an unusable source raises naming it (as given on the command line) and, for a
+    missing text field, ``--text-field``."""
+    domain = DomainSpec(name="pretokenize", sources=tuple(sources), text_field=text_field, split=split)
+    parts = []
+    for source in sources:
+        where = f"source {source!r}"
+        if is_token_shard(Path(source)):
+            raise ValueError(f"{where} is a token shard, already tokenized; pretokenize reads text sources "
+                             "(.jsonl / .parquet / .txt, hf:PATH, embedded:NAME)")
+        try:
+            part = _open_source(source, domain, tokenizer, sft=False)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{where}: {error}") from None
+        except (ValueError, KeyError, OSError) as error:
+            raise ValueError(f"{where}: {_text_field_hint(str(error), text_field)}") from None
+        if len(part) == 0:
+            raise ValueError(f"{where}: the source holds no documents")
+        parts.append(part)
+    return DomainDocuments(parts)
+
+
 def pretokenize(sources: list[str], out_dir: Path | str, tokenizer, text_field: str = "text",
                 split: str = "train", progress: bool = True) -> Path:
-    """Write the shard; return its directory. Nothing is left behind on error."""
-    domain = DomainSpec(name="pretokenize", sources=tuple(sources), text_field=text_field, split=split)
-    documents = open_domain(0, domain, tokenizer, sft=False)
+    """Write the shard; return its directory. Nothing is left behind on error (errors name ``out_dir``, not
+    its temporary)."""
+    documents = open_sources(sources, tokenizer, text_field, split)
     writer = TokenShardWriter(out_dir, tokenizer)
     bar = _progress(len(documents)) if progress else None
     try:
@@ -79,28 +113,52 @@ def pretokenize(sources: list[str], out_dir: Path | str, tokenizer, text_field: 
             if bar is not None:
                 bar.update(len(texts))
         return writer.close(list(sources))
-    except BaseException:
+    except BaseException as error:
         writer.abort()
+        translated = writer.user_error(error)
+        if translated is not error:
+            raise translated from None
         raise
     finally:
         if bar is not None:
             bar.close()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("sources", nargs="+", help="files, directories, hf:PATH or embedded:NAME")
     parser.add_argument("--out", required=True, help="shard directory to create (must not exist)")
     parser.add_argument("--tokenizer", default=EMBEDDED,
                         help="tokenizer directory (model.hf_assets_path), or 'embedded' (default)")
     parser.add_argument("--text-field", default="text", help="text column of jsonl / parquet / HF sources")
     parser.add_argument("--split", default="train", help="split of hf: sources")
-    args = parser.parse_args(argv)
+    return parser
 
-    tokenizer = build_tokenizer(SimpleNamespace(model=SimpleNamespace(hf_assets_path=args.tokenizer)))
-    out = pretokenize(args.sources, args.out, tokenizer, args.text_field, args.split)
+
+def _load_tokenizer(path: str):
+    if path != EMBEDDED and not Path(path).is_dir():
+        raise FileNotFoundError(f"--tokenizer {path!r}: no such directory (a tokenizer directory, as "
+                                f"model.hf_assets_path, or {EMBEDDED!r})")
+    try:
+        return build_tokenizer(SimpleNamespace(model=SimpleNamespace(hf_assets_path=path)))
+    except Exception as error:  # the tokenizers library raises its own types
+        raise ValueError(f"--tokenizer {path!r}: cannot load a tokenizer there ({error})") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """0 on success; bad input prints one ``error:`` line and returns 2; SIGTERM exits with 143. No temporary
+    is left in any case."""
+    args = build_parser().parse_args(argv)
+    try:
+        with terminate_on_sigterm():
+            tokenizer = _load_tokenizer(args.tokenizer)
+            out = pretokenize(args.sources, args.out, tokenizer, args.text_field, args.split)
+    except (ValueError, OSError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {out}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

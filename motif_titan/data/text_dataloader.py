@@ -7,7 +7,9 @@ prose/math/code corpus in ``motif_titan/assets/corpus`` (both built by
 
 ``--training.dataset NAME --training.dataset_path PATH`` reads local ``.jsonl`` (one JSON object
 per line, field ``text``), ``.txt`` (a whole file is one document) and ``.parquet`` (column
-``text``) files: PATH is one such file or a directory searched recursively. Any dataset that
+``text``) files: PATH is one such file or a directory searched recursively, or a token shard
+directory written by ``python -m motif_titan.data.pretokenize`` (memory-mapped through
+``motif_titan.data.token_shards.TokenShard``, never re-tokenized). Any dataset that
 does not resolve to local files (``c4``, ``c4_test``, ... with their own paths) is handed to
 TorchTitan's ``build_text_dataloader`` unchanged.
 """
@@ -30,6 +32,8 @@ from torchtitan.hf_datasets.text_datasets import (
     build_text_dataloader as build_torchtitan_text_dataloader,
 )
 from torchtitan.tools.logging import logger
+
+from .token_shards import TokenShard, is_token_shard
 
 EMBEDDED = "embedded"
 TEXT_FILE_SUFFIXES = (".jsonl", ".txt", ".parquet")
@@ -61,24 +65,62 @@ def find_text_files(path: Path) -> list[Path]:
     return sorted(files, key=lambda f: f.relative_to(path).as_posix())
 
 
+def read_jsonl(path: Path):
+    """(1-based line number, record) of every non-blank line of a ``.jsonl`` file; a line that is not a JSON
+    object is refused naming the file and the line."""
+    with path.open("rb") as lines:
+        for line_number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}, line {line_number}: not UTF-8 text ({error.reason} at column "
+                                 f"{error.start + 1})") from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {line_number}: not valid JSON ({error.msg} at column "
+                                 f"{error.colno})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}, line {line_number}: a JSON object is needed, got "
+                                 f"{type(record).__name__} {_short(record)}")
+            yield line_number, record
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _text_of(where: str, value: Any, text_field: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{where}: field {text_field!r} must be a string, got {type(value).__name__} {_short(value)}")
+    return value
+
+
 def read_documents(path: Path, text_field: str = "text") -> list[str]:
-    """The non-empty documents of one ``.jsonl``, ``.txt`` or ``.parquet`` file, in file order."""
+    """The non-empty documents of one ``.jsonl``, ``.txt`` or ``.parquet`` file, in file order. Bad content is
+    refused naming the file and the 1-based line (``.jsonl``) or row (``.parquet``)."""
     if path.suffix == ".txt":
-        texts = [path.read_text(encoding="utf-8")]
+        try:
+            texts = [path.read_text(encoding="utf-8")]
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     elif path.suffix == ".jsonl":
         texts = []
-        with path.open(encoding="utf-8") as lines:
-            for line_number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                if text_field not in record:
-                    raise ValueError(f"{path}:{line_number} has no {text_field!r} field")
-                texts.append(record[text_field])
+        for line_number, record in read_jsonl(path):
+            if text_field not in record:
+                raise ValueError(f"{path}, line {line_number}: no {text_field!r} field (keys: {sorted(record)})")
+            texts.append(_text_of(f"{path}, line {line_number}", record[text_field], text_field))
     elif path.suffix == ".parquet":
         import pyarrow.parquet
 
-        texts = pyarrow.parquet.read_table(path, columns=[text_field]).column(text_field).to_pylist()
+        table = pyarrow.parquet.read_table(path)
+        if text_field not in table.column_names:
+            raise ValueError(f"{path}: no {text_field!r} column (columns: {table.column_names})")
+        texts = [_text_of(f"{path}, row {row}", text, text_field)
+                 for row, text in enumerate(table.column(text_field).to_pylist(), start=1)]
     else:
         raise ValueError(f"{path}: unsupported suffix, expected one of {TEXT_FILE_SUFFIXES}")
     return [text for text in texts if text and text.strip()]
@@ -113,7 +155,11 @@ class LocalTextDataset(IterableDataset, Stateful):
         seed: int = 0,
     ) -> None:
         self.files = [Path(f) for f in files]
-        self._documents = [doc for f in self.files for doc in read_documents(f, text_field)]
+        if len(self.files) == 1 and is_token_shard(self.files[0]):
+            # documents already tokenized, with BOS and EOS (python -m motif_titan.data.pretokenize)
+            self._documents = TokenShard(self.files[0], tokenizer)
+        else:
+            self._documents = [doc for f in self.files for doc in read_documents(f, text_field)]
         if len(self._documents) < dp_world_size:
             raise ValueError(
                 f"{len(self._documents)} non-empty documents in {[str(f) for f in self.files]}, "
@@ -138,8 +184,8 @@ class LocalTextDataset(IterableDataset, Stateful):
         """Documents over all ranks."""
         return len(self._documents)
 
-    def rank_documents(self, epoch: int) -> list[str]:
-        """The documents this rank reads in ``epoch``, in reading order."""
+    def rank_documents(self, epoch: int) -> list:
+        """The documents this rank reads in ``epoch``, in reading order (texts, or a token shard's id arrays)."""
         if self._ordered_epoch != epoch:
             order = list(range(len(self._documents)))
             random.Random(f"{self.seed}:{epoch}").shuffle(order)
@@ -157,9 +203,12 @@ class LocalTextDataset(IterableDataset, Stateful):
 
             documents = self.rank_documents(self._epoch)
             if self._document_index < len(documents):
-                text = documents[self._document_index]
+                document = documents[self._document_index]
                 self._document_index += 1
-                self._token_buffer.extend(self._tokenizer.encode(text, add_bos=True, add_eos=True))
+                if isinstance(document, str):
+                    self._token_buffer.extend(self._tokenizer.encode(document, add_bos=True, add_eos=True))
+                else:  # a token shard's document: ids with BOS and EOS
+                    self._token_buffer.extend(document.tolist())
             elif self.infinite:
                 self._epoch += 1
                 self._document_index = 0
@@ -188,28 +237,38 @@ class LocalTextDataset(IterableDataset, Stateful):
 
 
 def local_text_files(job_config: JobConfig) -> list[Path] | None:
-    """The local files ``job_config.training`` names, or None for a dataset TorchTitan handles."""
+    """The local files ``job_config.training`` names (text files, or one token shard directory), or None for a
+    dataset TorchTitan handles."""
     training = job_config.training
     if training.dataset == EMBEDDED:
         return find_text_files(embedded_assets_dir() / "corpus")
-    if training.dataset_path is None:
-        return None
-    path = Path(training.dataset_path)
     torchtitan_dataset = training.dataset.lower() in TORCHTITAN_DATASETS
+    accepted = (f"training.dataset = {EMBEDDED!r} (the packaged corpus), one of TorchTitan's datasets "
+                f"{sorted(TORCHTITAN_DATASETS)}, or any other name with training.dataset_path set to a "
+                f"{'/'.join(TEXT_FILE_SUFFIXES)} file, a directory of them, or a token shard directory written by "
+                "python -m motif_titan.data.pretokenize")
+    if training.dataset_path is None:
+        if torchtitan_dataset:
+            return None
+        raise ValueError(f"training.dataset = {training.dataset!r} is not a dataset this project's text dataloader "
+                         f"knows, and training.dataset_path is not set (a custom name needs it); allowed: {accepted}")
+    path = Path(training.dataset_path)
     if not path.exists():
         if torchtitan_dataset:
             return None
         raise FileNotFoundError(
-            f"training.dataset_path={training.dataset_path!r} does not exist; training.dataset="
+            f"training.dataset_path = {training.dataset_path!r} does not exist; training.dataset = "
             f"{training.dataset!r} is neither {EMBEDDED!r} nor one of TorchTitan's datasets "
-            f"{sorted(TORCHTITAN_DATASETS)}, so it must be a local {'/'.join(TEXT_FILE_SUFFIXES)} "
-            "file or a directory of them"
+            f"{sorted(TORCHTITAN_DATASETS)}, so the path must be a local {'/'.join(TEXT_FILE_SUFFIXES)} "
+            "file, a directory of them, or a token shard directory (python -m motif_titan.data.pretokenize)"
         )
+    if is_token_shard(path):
+        return [path]
     files = find_text_files(path)
     if not files and not torchtitan_dataset:
         raise ValueError(
-            f"training.dataset_path={training.dataset_path!r} holds no "
-            f"{', '.join(TEXT_FILE_SUFFIXES)} files"
+            f"training.dataset_path = {training.dataset_path!r} holds no "
+            f"{', '.join(TEXT_FILE_SUFFIXES)} files and is not a token shard directory"
         )
     return files or None
 
@@ -241,7 +300,7 @@ def build_text_dataloader(
         )
     except ValueError as error:
         value = training.dataset if field == "training.dataset" else training.dataset_path
-        raise ValueError(f"{field}={value!r}: {error}") from error
+        raise ValueError(f"{field} = {value!r}: {error}") from error
     logger.info(
         f"Local text dataset: {dataset.num_documents} documents from {len(files)} files, "
         f"dp rank {dp_rank} of {dp_world_size}"

@@ -6,17 +6,17 @@
       token_shard.json   format, dtype, counts, the tokenizer's bos/eos ids, vocab size and sha256
 
 Written by :class:`TokenShardWriter` (``python -m motif_titan.data.pretokenize``) under a temporary name and
-renamed when complete, so a shard directory is either whole or absent. A shard is read only with the tokenizer
-that wrote it (same sha256): the ids would mean nothing with another.
+renamed when complete (motif_titan.infra.atomic_output), so a shard directory is either whole or absent. A shard
+is read only with the tokenizer that wrote it (same sha256): the ids would mean nothing with another.
 """
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
+
+from motif_titan.infra.atomic_output import AtomicDirectory
 
 FORMAT = "motif_titan.token_shard.v1"
 META = "token_shard.json"
@@ -39,15 +39,18 @@ def is_token_shard(path: Path) -> bool:
 class TokenShardWriter:
     """Append documents' token ids; ``close()`` writes the index and renames the directory into place."""
 
-    def __init__(self, out_dir: Path | str, tokenizer) -> None:
+    def __init__(self, out_dir: Path | str, tokenizer, label: str = "--out") -> None:
         self.out_dir = Path(out_dir)
-        if self.out_dir.exists():
-            raise FileExistsError(f"{self.out_dir} exists; token shards are never overwritten")
         self.fingerprint = tokenizer_fingerprint(tokenizer)
         self.dtype = np.uint16 if self.fingerprint["vocab_size"] <= 2**16 else np.uint32
-        self.tmp_dir = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{os.getpid()}")
-        self.tmp_dir.mkdir(parents=True)
-        self._tokens = open(self.tmp_dir / TOKENS, "wb")
+        self._output = AtomicDirectory(self.out_dir, label, make_parents=True,
+                                       exists_hint="token shards are never overwritten")
+        self.tmp_dir = self._output.tmp
+        try:
+            self._tokens = open(self.tmp_dir / TOKENS, "wb")
+        except BaseException as e:
+            self._output.abort()
+            raise self._output.user_error(e) from None
         self._offsets = [0]
 
     def add(self, token_ids) -> None:
@@ -62,22 +65,26 @@ class TokenShardWriter:
     def close(self, sources: list[str]) -> Path:
         self._tokens.close()
         if self.num_documents == 0:
-            shutil.rmtree(self.tmp_dir)
+            self._output.abort()
             raise ValueError(f"no documents in {sources}: nothing written to {self.out_dir}")
         np.save(self.tmp_dir / OFFSETS, np.asarray(self._offsets, dtype=np.int64))
         meta = {"format": FORMAT, "dtype": np.dtype(self.dtype).name, "num_documents": self.num_documents,
                 "num_tokens": self._offsets[-1], "sources": sources, **self.fingerprint}
         (self.tmp_dir / META).write_text(json.dumps(meta, indent=1) + "\n")
-        self.tmp_dir.rename(self.out_dir)
-        return self.out_dir
+        return self._output.commit()
 
     def abort(self) -> None:
         self._tokens.close()
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self._output.abort()
+
+    def user_error(self, exc: BaseException) -> BaseException:
+        """``exc`` naming the output directory instead of its temporary."""
+        return self._output.user_error(exc)
 
 
 class TokenShard:
-    """A written shard, memory-mapped: ``document(i)`` is a view of document i's token ids."""
+    """A written shard, memory-mapped: ``document(i)`` (or ``shard[i]``) is a view of document i's token ids. The
+    one reader of shards: curriculum sources and ``training.dataset_path`` both open them here."""
 
     def __init__(self, path: Path | str, tokenizer=None) -> None:
         self.path = Path(path)
@@ -98,6 +105,8 @@ class TokenShard:
 
     def document(self, index: int) -> np.ndarray:
         return self.tokens[int(self.offsets[index]):int(self.offsets[index + 1])]
+
+    __getitem__ = document  # a sequence of documents, for the curriculum's and the text dataloader's readers
 
     def __getstate__(self) -> dict:
         # Worker processes reopen the files instead of receiving a copy of the mapped tokens.

@@ -1,6 +1,7 @@
 """Motif-2 model arguments: shapes of one flavor, validated once, plus the TorchTitan hooks on them."""
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from torch import nn
 from torchtitan.config import JobConfig
@@ -23,6 +24,15 @@ class Motif2ModelFields:
     """How GDA's attention applies its 2 * head_dim-wide values: "auto", "split" (two head_dim-wide calls), "joint"
     (one call), "joint_noise" (joint for the noise attention only); unset: the flavor's own (every flavor's is
     "auto"). See Motif2ModelArgs.gda_value_path."""
+
+
+def validate_model_fields(model_config) -> None:
+    """The ``[model]`` field motif_titan adds: ``gda_value_path`` unset or one of GDA_VALUE_PATHS (the flavor-
+    dependent rule, flex takes only 'auto' / 'split', is checked by Motif2ModelArgs.apply_gda_value_path)."""
+    value_path = getattr(model_config, "gda_value_path", None)
+    if value_path is not None and value_path not in GDA_VALUE_PATHS:
+        raise ValueError(f"model.gda_value_path = {value_path!r}; allowed: {list(GDA_VALUE_PATHS)}, or unset "
+                         f"(the flavor's own)")
 
 
 @dataclass
@@ -149,10 +159,9 @@ class Motif2ModelArgs(BaseModelArgs):
     def apply_gda_value_path(self, value_path: str | None) -> None:
         """Take ``[model] gda_value_path``, checked against the flavor (None: keep the flavor's). Like TorchTitan's
         own update_from_config, this sets the field on the flavor's args object."""
+        validate_model_fields(SimpleNamespace(gda_value_path=value_path))
         if value_path is None:
             return
-        if value_path not in GDA_VALUE_PATHS:
-            raise ValueError(f"model.gda_value_path = {value_path!r}; allowed: {list(GDA_VALUE_PATHS)}")
         if self.attn_type == "flex" and value_path not in ("auto", "split"):
             raise ValueError(
                 f"model.gda_value_path = {value_path!r} with a flex attention flavor (attn_type = 'flex'); "

@@ -60,34 +60,39 @@ class MuonOptimizerFields:
 
 
 def validate_muon_config(config) -> None:
-    """Raise naming the ``optimizer.*`` field and its allowed values; called before any optimizer is built."""
+    """The ``[optimizer]`` fields motif_titan adds (and ``name``, which picks the builder): types and ranges, raised
+    naming ``optimizer.<field>`` and its allowed values before any optimizer is built. Called by
+    ``motif_titan.validate.validate_job_config`` before TorchTitan builds anything, and again by the builder (for
+    other trainers). TorchTitan's own fields of the section (lr, betas, eps, weight_decay) are checked in
+    ``motif_titan.validate.check_optimizer_fields``."""
+    from motif_titan.validate import expect, expect_bool, expect_str_list, is_int, is_number
+
     def fail(name, allowed):
         raise ValueError(f"optimizer.{name} = {getattr(config, name)!r}; allowed: {allowed}")
 
     if config.name not in MUON_NAMES and config.name not in TORCHTITAN_NAMES:
         fail("name", sorted(MUON_NAMES) + list(TORCHTITAN_NAMES))
-    if config.name not in MUON_NAMES:
-        return
-    if not 0.0 <= config.momentum < 1.0:
-        fail("momentum", "0 <= momentum < 1")
-    if config.ns_steps < 1:
-        fail("ns_steps", ">= 1")
+    expect("optimizer.momentum", config.momentum, is_number, "0 <= momentum < 1", lambda v: 0.0 <= v < 1.0)
+    expect_bool("optimizer.nesterov", config.nesterov)
+    expect("optimizer.ns_steps", config.ns_steps, is_int, ">= 1", lambda v: v >= 1)
     if config.ns_coefficients not in COEFFICIENT_SETS:
         fail("ns_coefficients", sorted(COEFFICIENT_SETS))
     if config.adjust_lr not in ADJUST_LR_RULES:
         fail("adjust_lr", list(ADJUST_LR_RULES))
+    expect("optimizer.adamw_lr_ratio", config.adamw_lr_ratio, is_number, "> 0", lambda v: v > 0)
+    expect("optimizer.chunk_size", config.chunk_size, is_int, ">= 1", lambda v: v >= 1)
+    expect_bool("optimizer.pipeline", config.pipeline)
     if config.assignment not in ASSIGNMENTS:
         fail("assignment", list(ASSIGNMENTS))
-    if config.chunk_size < 1:
-        fail("chunk_size", ">= 1")
-    if config.adamw_lr_ratio <= 0:
-        fail("adamw_lr_ratio", "> 0")
-    if config.lr < 0 or config.weight_decay < 0:
-        fail("lr" if config.lr < 0 else "weight_decay", ">= 0")
-    if config.qk_clip_threshold < 0:
-        fail("qk_clip_threshold", "0 (off) or > 0")
-    if not 0.0 <= config.qk_clip_alpha <= 1.0:
-        fail("qk_clip_alpha", "0 <= qk_clip_alpha <= 1")
+    expect_str_list("optimizer.adamw_param_patterns", config.adamw_param_patterns)
+    expect("optimizer.qk_clip_threshold", config.qk_clip_threshold, is_number, "0 (off) or > 0", lambda v: v >= 0)
+    expect("optimizer.qk_clip_alpha", config.qk_clip_alpha, is_number, "0 <= qk_clip_alpha <= 1",
+           lambda v: 0.0 <= v <= 1.0)
+    if config.name not in MUON_NAMES and config.qk_clip_threshold != 0:
+        raise ValueError(
+            f"optimizer.qk_clip_threshold = {config.qk_clip_threshold!r} with optimizer.name = {config.name!r}: "
+            f"MuonClip runs inside motif_titan's Muon optimizers and {config.name} would ignore it; allowed: set "
+            f"optimizer.name to one of {sorted(MUON_NAMES)}, or optimizer.qk_clip_threshold = 0 (off)")
 
 
 def split_muon_params(model: nn.Module, adamw_patterns: list[str]) -> tuple[dict, list]:
@@ -156,6 +161,9 @@ def build_muon_optimizers(
     model_parts: list[nn.Module], optimizer_config, parallel_dims: ParallelDims, ft_manager=None
 ) -> OptimizersContainer:
     """``build_optimizers_fn`` for a TrainSpec: Muon variants by ``optimizer.name``, TorchTitan's own otherwise."""
+    from motif_titan.validate import check_optimizer_fields
+
+    check_optimizer_fields(optimizer_config)
     validate_muon_config(optimizer_config)
     if optimizer_config.name in TORCHTITAN_NAMES:
         return build_optimizers(model_parts, optimizer_config, parallel_dims, ft_manager)

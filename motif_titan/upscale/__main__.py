@@ -7,9 +7,10 @@ import os
 import sys
 import time
 
+from motif_titan.infra.atomic_output import AtomicDirectory, remove_stale_temporaries, terminate_on_sigterm
 from motif_titan.model import motif2_args
 
-from .checkpoint_io import atomic_directory, infer_model_args, open_checkpoint, write_dcp, write_hf
+from .checkpoint_io import infer_model_args, open_checkpoint, write_dcp, write_hf
 from .drift import logits_drift
 from .plan import DTYPES, FORMATS, UpscaleSpec, matching_flavor, plan_upscale
 from .upscaler import Upscaler
@@ -37,7 +38,9 @@ EPILOG = """\
 Inputs: an HF safetensors directory with Motif-2 tensor names (as on the Hub), or a TorchTitan DCP checkpoint of
 the motif2 model. Outputs: --format dcp writes a model-only DCP checkpoint for TorchTitan's
 checkpoint.initial_load_path (train the target flavor, e.g. --model.flavor 12.7B); --format hf writes safetensors
-shards. The output is written under a temporary name and renamed when complete.
+shards. The output is written under a temporary name (.<dst>.partial-<pid>) and renamed when complete; on an
+error, Ctrl-C or SIGTERM the temporary is removed, and one left by a killed run (SIGKILL) is removed by the next
+run for the same --dst. Sources are checked first: a truncated safetensors or .distcp file is refused, named.
 """
 
 
@@ -48,6 +51,16 @@ def _positive_int(text: str) -> int:
         value = None
     if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
     return value
 
 
@@ -77,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the source and target shapes, parameter counts and steps; read no weights, write "
                         "nothing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --dst")
-    p.add_argument("--verify-tokens", type=int, default=32, metavar="T",
+    p.add_argument("--verify-tokens", type=_non_negative_int, default=32, metavar="T",
                    help="after writing, measure the logits drift on T random tokens, layer by layer in float64 "
                         "(0 skips it; default 32)")
     return p
@@ -116,6 +129,7 @@ def run(argv: list[str] | None = None) -> dict:
     if not args.dry_run:
         if args.dst is None:
             raise ValueError("--dst is required (or pass --dry-run)")
+        remove_stale_temporaries(args.dst)  # before the check below: a killed overwrite may be restored
         if not args.overwrite and os.path.exists(args.dst):
             raise FileExistsError(f"--dst {args.dst} exists; pass --overwrite to replace it")
     if args.dry_run and args.src in motif2_args and not os.path.exists(args.src):
@@ -131,7 +145,7 @@ def run(argv: list[str] | None = None) -> dict:
         return {**summary, "plan": plan}
     upscaler = Upscaler(plan, reader, DTYPES[args.dtype])
     start = time.monotonic()
-    with atomic_directory(args.dst, args.overwrite) as tmp:
+    with AtomicDirectory(args.dst, "--dst", args.overwrite) as tmp:
         progress = _Progress(len(upscaler.shapes), f"writing {args.format}")
         if args.format == "hf":
             write_hf(tmp, upscaler.shapes, upscaler.tensor, plan.target, reader.hf_config, progress.update)
@@ -151,9 +165,12 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Bad input ends in one ``error:`` line on stderr and exit status 2, SIGTERM in status 143; either way no
+    temporary is left."""
     try:
-        run(argv)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        with terminate_on_sigterm():
+            run(argv)
+    except (ValueError, OSError) as e:
         print(f"python -m motif_titan.upscale: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -5,7 +5,11 @@ settings when present) or a TorchTitan DCP checkpoint of the motif2 model (model
 by ``last_save_model_only``, or a full training checkpoint: non-model entries are ignored). Tensors are read one
 by one (``safe_open`` / one-key DCP loads), never the whole model.
 
-Destinations are written to a temporary sibling directory that is renamed to the destination only once complete:
+Sources are checked before anything is written (``check_safetensors_file``, ``check_dcp_storage``): a truncated
+or damaged file is refused naming the file, instead of failing mid-write.
+
+Destinations are written to a temporary sibling directory (motif_titan.infra.atomic_output) that is renamed to the
+destination only once complete:
 - ``hf``: one safetensors shard for the embeddings, one per layer and one for the final norm and head, plus
   ``model.safetensors.index.json`` (and ``config.json`` when the source had one, with the new shapes);
 - ``dcp``: a model-only DCP checkpoint keyed by parameter FQN, which TorchTitan's CheckpointManager loads with
@@ -17,7 +21,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,6 +47,77 @@ _LAYER_KEY = re.compile(r"^layers\.(\d+)\.(.+)$")
 
 class NotMotif2Error(ValueError):
     """The source is not a Motif-2 checkpoint."""
+
+
+class CorruptCheckpointError(ValueError):
+    """A source file is truncated or damaged."""
+
+
+def check_safetensors_file(file: Path) -> None:
+    """The layout safetensors requires, checked from the header alone: an 8-byte little-endian header length N,
+    N bytes of JSON, then exactly the data bytes the header's ``data_offsets`` cover."""
+    size = file.stat().st_size
+    where = f"--src {file}"
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CorruptCheckpointError(f"{where}: truncated or not safetensors: {size} bytes, fewer than the "
+                                         "8-byte header length")
+        header_len = int.from_bytes(head, "little")
+        if header_len > size - 8:
+            raise CorruptCheckpointError(f"{where}: truncated or not safetensors: the header length says "
+                                         f"{header_len} bytes of JSON, the file has {size - 8} after it")
+        raw = f.read(header_len)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise CorruptCheckpointError(f"{where}: damaged safetensors header (not JSON: {e})") from None
+    if not isinstance(header, dict):
+        raise CorruptCheckpointError(f"{where}: damaged safetensors header (a JSON object was expected)")
+    data_end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1]):
+            raise CorruptCheckpointError(f"{where}: damaged safetensors header: tensor {name!r} has data_offsets "
+                                         f"{offsets!r}, expected [begin, end] with 0 <= begin <= end")
+        data_end = max(data_end, offsets[1])
+    data = size - 8 - header_len
+    if data_end > data:
+        raise CorruptCheckpointError(f"{where}: truncated: its tensors need {data_end} bytes of data after the "
+                                     f"header, the file holds {data}")
+    if data_end < data:
+        raise CorruptCheckpointError(f"{where}: damaged: {data - data_end} bytes after the last tensor's data "
+                                     "(safetensors refuses trailing bytes)")
+
+
+def check_dcp_storage(path: Path, metadata, entries: dict) -> None:
+    """Every stored chunk of ``entries`` (the keys the upscaler reads) is recorded in ``.metadata`` and lies inside
+    an existing ``.distcp`` file (offset + length <= its size), so a truncated or missing file is named before
+    anything is written."""
+    storage = metadata.storage_data or {}
+    chunks: dict[str, list] = {}
+    for index, info in storage.items():
+        if index.fqn in entries:
+            chunks.setdefault(index.fqn, []).append(info)
+    sizes: dict[str, int | None] = {}
+    for key in entries:
+        if key not in chunks:
+            raise CorruptCheckpointError(f"--src {path / '.metadata'}: damaged: no stored data recorded for "
+                                         f"{key!r}")
+        for info in chunks[key]:
+            file = path / info.relative_path
+            if info.relative_path not in sizes:
+                sizes[info.relative_path] = file.stat().st_size if file.is_file() else None
+            size = sizes[info.relative_path]
+            if size is None:
+                raise CorruptCheckpointError(f"--src {file}: missing: .metadata places {key!r} in it")
+            if info.offset + info.length > size:
+                raise CorruptCheckpointError(
+                    f"--src {file}: truncated: {size} bytes, but .metadata places {key!r} at bytes "
+                    f"{info.offset}..{info.offset + info.length}")
 
 
 def _native_kind(key: str) -> str | None:
@@ -77,7 +151,10 @@ class HFSafetensorsReader(CheckpointReader):
         self._file_of: dict[str, Path] = {}
         self._hf_key: dict[str, str] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
-        for file in sorted(path.glob("*.safetensors")):
+        files = sorted(path.glob("*.safetensors"))
+        for file in files:
+            check_safetensors_file(file)
+        for file in files:
             with safe_open(file, framework="pt") as f:
                 for hf_key in f.keys():
                     if hf_key.endswith(_HF_IGNORED_SUFFIXES):
@@ -103,7 +180,11 @@ class DCPReader(CheckpointReader):
     def __init__(self, path: Path):
         self.path = path
         self.hf_config = {}
-        metadata = FileSystemReader(str(path)).read_metadata()
+        try:
+            metadata = FileSystemReader(str(path)).read_metadata()
+        except Exception as e:  # a truncated or foreign pickle: EOFError, UnpicklingError, AttributeError, ...
+            raise CorruptCheckpointError(f"--src {path / '.metadata'}: unreadable DCP metadata, the file may be "
+                                         f"truncated ({type(e).__name__}: {e})") from None
         self._meta: dict[str, TensorStorageMetadata] = {}
         for key, meta in metadata.state_dict_metadata.items():
             if key.split(".", 1)[0] in _TRAINING_STATE_PREFIXES:
@@ -112,6 +193,7 @@ class DCPReader(CheckpointReader):
                 raise NotMotif2Error(f"--src {path} is not a Motif-2 checkpoint: entry {key!r} is not a Motif-2 "
                                      "parameter")
             self._meta[key] = meta
+        check_dcp_storage(path, metadata, self._meta)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {key: tuple(meta.size) for key, meta in self._meta.items()}
@@ -253,33 +335,6 @@ def expected_shapes(args: Motif2ModelArgs, include_tied_output: bool = True) -> 
     if include_tied_output or not args.enable_weight_tying:
         shapes["output.weight"] = (args.vocab_size, dim)
     return shapes
-
-
-@contextlib.contextmanager
-def atomic_directory(dst: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
-    """Yield a fresh temporary directory next to ``dst``; on success it becomes ``dst`` (replacing an existing
-    ``dst`` only with ``overwrite``), on failure it is removed and ``dst`` is left as it was."""
-    dst = Path(dst)
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"--dst {dst} exists; pass --overwrite to replace it")
-    if not dst.parent.is_dir():
-        raise FileNotFoundError(f"--dst {dst}: parent directory {dst.parent} does not exist")
-    tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if dst.exists():
-        old = dst.parent / f".{dst.name}.replaced-{os.getpid()}"
-        os.rename(dst, old)
-        os.rename(tmp, dst)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        os.rename(tmp, dst)
 
 
 TensorSource = Callable[[str], torch.Tensor]

@@ -1,0 +1,325 @@
+"""Refuse a bad job before any work: one entry point, ``validate_job_config(job_config, world_size)``.
+
+TorchTitan 0.2.2 hands TOML values to its config dataclasses as TOML typed them (``lr = "fast"`` arrives as the
+string ``"fast"``, ``ns_steps = 2.5`` as a float; tyro only warns), and range-checks almost nothing: a bad value
+fails later, in the first forward or as a bare ``AssertionError``. CLI values are converted by tyro, which
+refuses a wrong type itself (exit code 2, naming the option).
+
+Sites, one per rule:
+
+* ``check_config_file`` (the launcher calls it before TorchTitan's ConfigManager): unknown TOML sections and
+  keys, naming the file, the line and the closest valid key.
+* ``check_torchtitan_fields``: the fields of TorchTitan's own sections that motif_titan's code (or TorchTitan's
+  trainer, unguarded) depends on -- types, ranges, parallel degrees against the world size, batch sizes.
+* each motif_titan section validates its own fields: ``[optimizer]`` Muon fields in
+  ``motif_titan.optim.builder.validate_muon_config``, ``[model] gda_value_path`` in
+  ``motif_titan.model.args.validate_model_fields``, ``[curriculum]`` in
+  ``motif_titan.data.curriculum.validate_curriculum_fields`` / ``parse_curriculum`` and
+  ``motif_titan.data.ramps.validate_ramps``; a motif2 flavor checks the job against its shapes in
+  ``Motif2ModelArgs.update_from_config``. ``validate_job_config`` runs them all, in that order.
+
+Data files are checked where they are read (the dataloader builders run before the model is built): errors name
+the file and the 1-based line.
+"""
+
+import difflib
+import math
+import os
+import re
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A config value motif_titan refuses; the message names ``section.field = value`` and what is allowed."""
+
+
+def refuse(field: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{field} = {value!r}; allowed: {allowed}")
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """An int or a finite float (TOML ints are accepted where floats are)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_NOUNS = {is_int: "an integer", is_number: "a number"}
+
+
+def expect(field: str, value: Any, kind, allowed: str, ok=lambda value: True) -> None:
+    """``value`` must pass ``kind`` (is_int / is_number) and ``ok``; the message says which failed."""
+    if not kind(value):
+        raise ConfigError(f"{field} = {value!r} ({type(value).__name__}); allowed: {_NOUNS[kind]}, {allowed}")
+    if not ok(value):
+        refuse(field, value, allowed)
+
+
+def expect_bool(field: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        refuse(field, value, "true or false")
+
+
+def expect_str(field: str, value: Any, allowed: str = "a string", optional: bool = False) -> None:
+    if not (isinstance(value, str) or (optional and value is None)):
+        refuse(field, value, allowed)
+
+
+def expect_str_list(field: str, value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        refuse(field, value, "a list of strings")
+
+
+# -- unknown TOML keys ------------------------------------------------------------------------------------------
+
+
+def config_file_of(args: list[str]) -> str | None:
+    """The ``--job.config_file`` of a command line (as TorchTitan's ConfigManager finds it)."""
+    for i, arg in enumerate(args):
+        key, _, value = arg.partition("=")
+        if key in ("--job.config_file", "--job.config-file"):
+            return value if value else (args[i + 1] if i + 1 < len(args) else None)
+    return None
+
+
+def _key_line(text: str, section: str, key: str) -> int | None:
+    """1-based line of ``key`` in ``[section]`` (or of the ``[section]`` header when key is None)."""
+    current = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        header = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", stripped)
+        if header:
+            current = header.group(1)
+            if key is None and current == section:
+                return number
+            continue
+        if key is not None and current == section and re.match(rf"^{re.escape(key)}\s*=", stripped):
+            return number
+    return None
+
+
+def _section_fields(cls) -> dict[str, Any]:
+    return {f.name: f.type for f in fields(cls)}
+
+
+def unknown_config_keys(toml: dict, config_cls) -> list[tuple[str, str, list[str]]]:
+    """(section path, key, valid keys) of every key of ``toml`` that ``config_cls`` has no field for."""
+    found = []
+
+    def walk(section: str, table: dict, cls) -> None:
+        valid = _section_fields(cls)
+        for key, value in table.items():
+            if key not in valid:
+                found.append((section, key, sorted(valid)))
+            elif is_dataclass(valid[key]) and isinstance(value, dict):
+                walk(f"{section}.{key}" if section else key, value, valid[key])
+
+    walk("", toml, config_cls)
+    return found
+
+
+def _motif_titan_field(section: str, key: str) -> bool:
+    """Whether ``section.key`` is a field motif_titan.job_config adds (unknown without custom_config_module)."""
+    from motif_titan.job_config import JobConfig
+
+    cls = JobConfig
+    for part in [p for p in section.split(".") if p]:
+        types = _section_fields(cls)
+        if part not in types or not is_dataclass(types[part]):
+            return False
+        cls = types[part]
+    return key in _section_fields(cls)
+
+
+def check_config_file(args: list[str]) -> None:
+    """Refuse a ``--job.config_file`` that is not TOML or has keys no config section defines, naming the file,
+    the line, the key and the closest valid key. TorchTitan's own message for an unknown key points at a
+    ``run_train.sh`` this project does not have."""
+    path = config_file_of(args)
+    if path is None:
+        return
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"job.config_file = {path!r}: cannot read it ({error.strerror})") from error
+    try:
+        toml = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from error
+
+    from torchtitan.config import ConfigManager
+
+    manager = ConfigManager()
+    config_cls = manager._maybe_add_custom_config(args, toml)  # TorchTitan's JobConfig merged with custom_config_module
+    unknown = unknown_config_keys(toml, config_cls)
+    if not unknown:
+        return
+    section, key, valid = unknown[0]
+    name = f"{section}.{key}" if section else key
+    line = _key_line(text, section, key) if section else _key_line(text, key, None)
+    where = f"{path}, line {line}" if line else path
+    what = "key" if section else "section"
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    sections = _section_fields(config_cls)
+    elsewhere = [f"{s}.{key}" for s, t in sections.items() if section and is_dataclass(t) and key in _section_fields(t)]
+    if close:
+        hint = f"did you mean {(section + '.' if section else '') + close[0]!r}?"
+    elif elsewhere:
+        hint = f"did you mean {elsewhere[0]!r}?"
+    else:
+        hint = (f"valid keys of [{section}]: " if section else "valid sections: ") + str(valid)
+    if _motif_titan_field(section, key):
+        hint += " (motif_titan's fields need [job] custom_config_module = \"motif_titan.job_config\")"
+    raise ConfigError(f"{where}: unknown {what} {name!r}; {hint}")
+
+
+# -- TorchTitan's fields ------------------------------------------------------------------------------------------
+
+DEGREES = ("data_parallel_replicate_degree", "data_parallel_shard_degree", "context_parallel_degree",
+           "tensor_parallel_degree", "pipeline_parallel_degree")
+DECAY_TYPES = ("linear", "sqrt", "cosine")
+
+
+def launched_world_size(job_config) -> int | None:
+    """The world size TorchTitan will initialize: NGPU under a fake/local-tensor comm mode, else WORLD_SIZE."""
+    mode = getattr(job_config.comm, "mode", None)
+    value = os.environ.get("NGPU") if mode in ("fake_backend", "local_tensor") else os.environ.get("WORLD_SIZE", "1")
+    return int(value) if value is not None and value.strip().isdigit() else None
+
+
+def check_parallel_degrees(parallelism, world_size: int | None) -> int:
+    """Types and ranges of the parallel degrees, and their product against the world size; the data-parallel
+    degree (replicate x shard, with shard -1 resolved)."""
+    p = parallelism
+    for name in DEGREES + ("expert_parallel_degree", "expert_tensor_parallel_degree"):
+        special = name == "data_parallel_shard_degree"
+        expect(f"parallelism.{name}", getattr(p, name), is_int,
+               "-1 (the ranks left over) or an integer >= 1" if special else ">= 1",
+               (lambda v: v == -1 or v >= 1) if special else (lambda v: v >= 1))
+    rest = math.prod(getattr(p, name) for name in DEGREES if name != "data_parallel_shard_degree")
+    shard = p.data_parallel_shard_degree
+    if world_size is None:
+        return p.data_parallel_replicate_degree * max(shard, 1)
+    spelled = " x ".join(f"parallelism.{name} = {getattr(p, name)}" for name in DEGREES)
+    if shard == -1:
+        if world_size % rest:
+            raise ConfigError(
+                f"{spelled}: the degrees other than data_parallel_shard_degree multiply to {rest}, which does not "
+                f"divide the world size {world_size} (processes launched), so data_parallel_shard_degree = -1 "
+                f"cannot take the ranks left over; allowed: degrees whose product divides {world_size}")
+        shard = world_size // rest
+    elif rest * shard != world_size:
+        raise ConfigError(
+            f"{spelled}: the degrees multiply to {rest * shard}, but the world size (processes launched) is "
+            f"{world_size}; allowed: degrees whose product is {world_size}, or data_parallel_shard_degree = -1 "
+            f"(the ranks left over)")
+    return p.data_parallel_replicate_degree * shard
+
+
+def check_optimizer_fields(optimizer) -> None:
+    """TorchTitan's own ``[optimizer]`` fields (also called by motif_titan.optim.builder.build_muon_optimizers,
+    for trainers that do not run validate_job_config)."""
+    expect_str("optimizer.name", optimizer.name)
+    expect("optimizer.lr", optimizer.lr, is_number, ">= 0", lambda v: v >= 0)
+    expect("optimizer.weight_decay", optimizer.weight_decay, is_number, ">= 0", lambda v: v >= 0)
+    expect("optimizer.eps", optimizer.eps, is_number, ">= 0", lambda v: v >= 0)
+    for beta in ("beta1", "beta2"):
+        expect(f"optimizer.{beta}", getattr(optimizer, beta), is_number, f"0 <= {beta} < 1",
+               lambda v: 0 <= v < 1)
+    expect_bool("optimizer.early_step_in_backward", optimizer.early_step_in_backward)
+
+
+def check_torchtitan_fields(job_config, world_size: int | None) -> None:
+    """The TorchTitan fields motif_titan depends on: types and ranges, refused naming ``section.field``."""
+    training, optimizer, scheduler = job_config.training, job_config.optimizer, job_config.lr_scheduler
+    expect_str("model.name", job_config.model.name)
+    expect_str("model.flavor", job_config.model.flavor)
+    expect_str("model.hf_assets_path", job_config.model.hf_assets_path, "a directory path, or 'embedded'")
+    expect_str_list("model.converters", job_config.model.converters)
+
+    expect("training.seq_len", training.seq_len, is_int, ">= 1", lambda v: v >= 1)
+    expect("training.local_batch_size", training.local_batch_size, is_int, ">= 1", lambda v: v >= 1)
+    expect("training.global_batch_size", training.global_batch_size, is_int,
+           "-1 (training.local_batch_size x the data-parallel degree) or >= 1", lambda v: v == -1 or v >= 1)
+    expect("training.steps", training.steps, is_int, ">= 1", lambda v: v >= 1)
+    expect("training.max_norm", training.max_norm, is_number, "> 0", lambda v: v > 0)
+    expect("training.gc_freq", training.gc_freq, is_int, ">= 1", lambda v: v >= 1)
+    expect_str("training.dataset", training.dataset)
+    expect_str("training.dataset_path", training.dataset_path, "a path, or unset", optional=True)
+    expect("training.dataloader.num_workers", training.dataloader.num_workers, is_int, ">= 0", lambda v: v >= 0)
+
+    check_optimizer_fields(optimizer)
+
+    expect("lr_scheduler.warmup_steps", scheduler.warmup_steps, is_int, ">= 0", lambda v: v >= 0)
+    if scheduler.total_steps is not None:
+        expect("lr_scheduler.total_steps", scheduler.total_steps, is_int, ">= 1, or unset (training.steps)",
+               lambda v: v >= 1)
+    if scheduler.decay_ratio is not None:
+        expect("lr_scheduler.decay_ratio", scheduler.decay_ratio, is_number, "0 <= decay_ratio <= 1, or unset",
+               lambda v: 0 <= v <= 1)
+    if scheduler.decay_type not in DECAY_TYPES:
+        refuse("lr_scheduler.decay_type", scheduler.decay_type, list(DECAY_TYPES))
+    expect("lr_scheduler.min_lr_factor", scheduler.min_lr_factor, is_number, "0 <= min_lr_factor <= 1",
+           lambda v: 0 <= v <= 1)
+
+    expect("metrics.log_freq", job_config.metrics.log_freq, is_int, ">= 1", lambda v: v >= 1)
+    if job_config.debug.seed is not None:
+        expect("debug.seed", job_config.debug.seed, is_int, ">= 0, or unset", lambda v: v >= 0)
+    expect_bool("debug.deterministic", job_config.debug.deterministic)
+    expect_bool("checkpoint.enable", job_config.checkpoint.enable)
+    expect("checkpoint.interval", job_config.checkpoint.interval, is_int, ">= 1", lambda v: v >= 1)
+    expect_bool("compile.enable", job_config.compile.enable)
+
+    dp = check_parallel_degrees(job_config.parallelism, world_size)
+    rows = training.local_batch_size * dp
+    if training.global_batch_size > 0 and training.global_batch_size % rows:
+        refuse("training.global_batch_size", training.global_batch_size,
+               f"-1 or a multiple of training.local_batch_size ({training.local_batch_size}) x the data-parallel "
+               f"degree ({dp}) = {rows}")
+
+
+def data_parallel_degree(job_config, world_size: int | None) -> int:
+    return check_parallel_degrees(job_config.parallelism, world_size)
+
+
+# -- the entry point ------------------------------------------------------------------------------------------
+
+
+def validate_job_config(job_config, world_size: int | None) -> None:
+    """Every check that needs no data and no model: TorchTitan's fields, then motif_titan's sections, then (for
+    ``model.name = "motif2"``) the flavor against the job. Raises ConfigError (a ValueError) or the section's own
+    error, naming the field. ``world_size`` None skips the product check of the parallel degrees."""
+    import dataclasses
+
+    check_torchtitan_fields(job_config, world_size)
+    if hasattr(job_config.optimizer, "qk_clip_threshold"):  # motif_titan's [optimizer] fields are merged in
+        from motif_titan.optim.builder import validate_muon_config
+
+        validate_muon_config(job_config.optimizer)
+    if hasattr(job_config.model, "gda_value_path"):
+        from motif_titan.model.args import validate_model_fields
+
+        validate_model_fields(job_config.model)
+    curriculum = getattr(job_config, "curriculum", None)
+    if curriculum is not None:
+        from motif_titan.data.curriculum import validate_curriculum_fields
+
+        validate_curriculum_fields(curriculum)
+        if curriculum.domains:
+            from motif_titan.data.curriculum_dataloader import build_curriculum_plan
+
+            build_curriculum_plan(curriculum, job_config.training, data_parallel_degree(job_config, world_size))
+    if job_config.model.name == "motif2":
+        from motif_titan.model import motif2_args
+
+        args = dataclasses.replace(motif2_args[job_config.model.flavor])  # a copy: update_from_config sets fields
+        args.update_from_config(job_config)
