@@ -47,16 +47,6 @@ def from_seed(seed_checkpoint: str) -> list[str]:
     return ["--checkpoint.enable", "--checkpoint.initial_load_path", seed_checkpoint, "--checkpoint.interval", "100"]
 
 
-@pytest.fixture(scope="session")
-def single_rank_reference(tmp_path_factory, seed_checkpoint) -> tuple[dict[int, str], dict[int, str]]:
-    """({step: loss}, {step: grad_norm}) of the plain single-rank run of SHORT_RUN from the seed checkpoint."""
-    from test_training_runs import run_training
-
-    losses, log = run_training(tmp_path_factory.mktemp("reference") / "run", 1, *SHORT_RUN,
-                               *from_seed(seed_checkpoint), return_log=True)
-    return losses, grad_norms_of(log)
-
-
 GDA_LAMBDA = re.compile(r"step (\d+): .*gda/lambda_min (-?[0-9.e+-]+), gda/lambda_max (-?[0-9.e+-]+)")
 QK_CLIP = re.compile(r"step (\d+): qk_clip/max_logit ([0-9.]+), qk_clip/heads_clipped (\d+)")
 

@@ -20,7 +20,8 @@ data-parallel ranks, so the reference of a layout with dp degree 1 / 2 / 4 is on
 | PP 2 x TP 2 (Interleaved1F1B, 2 stages per rank) | 4 | curriculum | one process |
 
 What is asserted, per row and optimizer: every logged loss equals the reference's within the tolerance the
-reduction order explains (below); GDA's lambda extremes over all layers per step (reduced over pipeline stages)
+reduction order explains (below); outside pipelines, the clipped grad norm (rel 1e-3: all steps with AdamW, step
+1 with Muon); GDA's lambda extremes over all layers per step (reduced over pipeline stages)
 and MuonClip's max logit per step too, and the number of clipped heads exactly at
 steps 1-2; and per row, a stop after step 2 (the step-2 checkpoint of the uninterrupted run, copied into a fresh
 run folder) resumed to step 4 logs the uninterrupted run's losses and MuonClip stats exactly (ParallelMuon +
@@ -47,13 +48,16 @@ Not in the CPU matrix:
   trained on 2 GPUs by tests/test_context_parallel.py; CP 2 x FSDP 2 needs 4 GPUs.
 """
 
+import json
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import GDA_LAMBDA, QK_CLIP
+from motif_titan.infra.checkpoint_integrity import MANIFEST_NAME, verify_step
+
+from conftest import GDA_LAMBDA, QK_CLIP, grad_norms_of
 from test_training_runs import DEBUG_TOML, REPO, run_training
 
 CURRICULUM_TOML = REPO / "tests" / "configs" / "composition_curriculum.toml"
@@ -107,6 +111,7 @@ class Run:
         self.dump = dump
         self.losses = {int(step): float(loss) for step, loss in STEP_LOSS.findall(log)}
         self.clips = {int(step): (float(m), int(n)) for step, m, n in QK_CLIP.findall(log)}
+        self.grad_norms = {step: float(norm) for step, norm in grad_norms_of(log).items()}
         self.lambdas = {int(step): (float(lo), float(hi)) for step, lo, hi in GDA_LAMBDA.findall(log)}
         self.built_stage_1 = "building stage_idx 1" in log
 
@@ -153,6 +158,14 @@ def _assert_tracks(run: Run, reference: Run, optimizer: str, what: str, clipped_
     for step, loss in reference.losses.items():
         tolerance = LOSS_TOLERANCE[optimizer][step > STOP]
         assert run.losses[step] == pytest.approx(loss, abs=tolerance), (what, step, run.losses, reference.losses)
+    # grad norms (the clipped global norm: TP's Partial gradients summed, FSDP's shards reduced) where both log
+    # them in the same units (pipeline runs log them in loss-sum units); step 1's gradient is the same for
+    # every optimizer, later ones only where the update is AdamW's
+    if not what.startswith("pp"):
+        steps = reference.losses if optimizer == "adamw" else [1]
+        for step in steps:
+            assert run.grad_norms[step] == pytest.approx(reference.grad_norms[step], rel=1e-3), \
+                (what, step, run.grad_norms, reference.grad_norms)
     # GDA's lambda over all layers (min, max; logged to 4 digits), reduced over pipeline stages
     assert sorted(run.lambdas) == list(range(1, STEPS + 1)), (what, run.lambdas)
     for step, extremes in reference.lambdas.items():
@@ -185,6 +198,13 @@ def test_layout_logs_the_reference_losses(matrix, row, optimizer):
 @pytest.mark.parametrize("row", ROWS)
 def test_stop_and_resume_logs_the_uninterrupted_losses(matrix, row):
     full = matrix.run(row, "parallel_muon_clip")
+    step_dir = full.dump / "checkpoint" / f"step-{STOP}"
+    # the manifest every rank checksummed its share of: every rank's files, intact
+    manifest = json.loads((step_dir / MANIFEST_NAME).read_text())
+    assert sorted(manifest["files"]) == sorted(p.name for p in step_dir.iterdir() if p.name != MANIFEST_NAME)
+    writers = {int(n.split("_")[2]) for n in manifest["files"] if n.endswith(".distcp")}  # __<rank>_<i>.distcp
+    assert writers == set(range(LAYOUTS[row][0])), sorted(manifest["files"])
+    assert verify_step(str(step_dir)) == []
     resumed = matrix.resume(row, "parallel_muon_clip")
     assert sorted(resumed.losses) == list(range(STOP + 1, STEPS + 1)), "the run must start from the step-2 checkpoint"
     assert resumed.losses == {s: full.losses[s] for s in resumed.losses}

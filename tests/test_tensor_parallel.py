@@ -1,7 +1,8 @@
 """Tensor parallelism for Motif-2 on gloo: TP 2 and TP 2 x FSDP 2 give the single-rank model's logits, loss,
 every parameter's gradient and MuonClip's per-head max logits (fp64), for GDA (ratio 2, 2 groups per rank) and
-for the tied-embedding Differential Attention layout (ratio 1). Plus the TP-aware PolyNorm alone, and a real
-TorchTitan training run with --parallelism.tensor_parallel_degree 2."""
+for the tied-embedding Differential Attention layout (ratio 1). Plus the TP-aware PolyNorm alone. Trained through
+TorchTitan's trainer, TP is a composition-matrix row: PP 2 x TP 2 (TP-only placements in each stage) and TP 2 x
+FSDP 2 (tests/test_composition_matrix.py)."""
 
 import copy
 import traceback
@@ -20,9 +21,7 @@ from motif_titan.infra.tensor_parallel_polynorm import TensorParallelPolyNorm
 from motif_titan.kernels import poly_norm_mul_reference
 from motif_titan.model import Motif2Model, Motif2ModelArgs, PolyNorm
 
-from conftest import SHORT_RUN, check_muonclip_run_tracks_single_rank, from_seed, grad_norms_of
 from gloo_ranks import run_on_gloo_ranks
-from test_training_runs import run_training
 
 TINY = dict(dim=32, n_layers=2, head_dim=8, ffn_hidden_dim=64, vocab_size=96, max_seq_len=32, rope_theta=10_000.0)
 LAYOUTS = {
@@ -145,27 +144,3 @@ def _check_sharded_polynorm(rank: int, world: int) -> None:
 
 def test_tensor_parallel_polynorm_matches_whole_rows(tmp_path):
     run_on_gloo_ranks(tmp_path, 2, _check_sharded_polynorm)
-
-
-def test_tp2_training_run_logs_the_single_rank_losses_and_grad_norms(tmp_path, seed_checkpoint,
-                                                                      single_rank_reference):
-    """TorchTitan's trainer with tensor_parallel_degree 2 (sequence-parallel norms, loss parallel) on gloo, from
-    the seed checkpoint: same losses and same clipped grad norms (replicated parameters' Partial gradients are
-    summed before clipping) as the single-rank run."""
-    ref_losses, ref_grad_norms = single_rank_reference
-    losses, log = run_training(tmp_path / "run", 2, *SHORT_RUN, *from_seed(seed_checkpoint),
-                               "--parallelism.tensor_parallel_degree", "2",
-                               "--parallelism.data_parallel_shard_degree", "1", return_log=True)
-    grad_norms = grad_norms_of(log)
-    assert sorted(losses) == sorted(grad_norms) == sorted(ref_losses) == [1, 2, 3, 4]
-    for step in ref_losses:
-        assert float(losses[step]) == pytest.approx(float(ref_losses[step]), abs=2e-5), (losses, ref_losses)
-        assert float(grad_norms[step]) == pytest.approx(float(ref_grad_norms[step]), rel=1e-3), (grad_norms,
-                                                                                                 ref_grad_norms)
-
-
-def test_tp2_parallel_muon_with_muonclip_tracks_the_single_rank_run(tmp_path, seed_checkpoint):
-    """ParallelMuon on TP-sharded matrices and MuonClip: each TP rank records its groups' heads at their global
-    indices, and the run logs the single-rank run's losses, max logits and clipped-head counts."""
-    check_muonclip_run_tracks_single_rank(tmp_path, seed_checkpoint, 2, "--parallelism.tensor_parallel_degree", "2",
-                                          "--parallelism.data_parallel_shard_degree", "1")
