@@ -100,7 +100,9 @@ ROW_OPTIMIZERS = {row: ["adamw", "parallel_muon_clip"] for row in ROWS} | {
 # abs tolerance on the logged loss at steps (1, 2) and (3, 4); see the module docstring
 LOSS_TOLERANCE = {"adamw": (5e-5, 5e-5), "parallel_muon_clip": (1e-3, 5e-3), "distributed_muon": (1e-3, 5e-3)}
 MAX_LOGIT_TOLERANCE = (2e-3, 1e-2)
-LAMBDA_TOLERANCE = (3e-4, 2e-3)  # lambda vectors are AdamW's in every optimizer: they drift less
+# GDA's lambda extremes (logged to 4 digits): with Muon they drift with the weights (measured up to 5e-4 at step 2
+# and 3.1e-3 at steps 3-4); a layer missing from the reduction over stages moves them by 0.1 or more
+LAMBDA_TOLERANCE = {"adamw": (3e-4, 2e-3), "parallel_muon_clip": (2e-3, 1e-2), "distributed_muon": (2e-3, 1e-2)}
 COMPILE = ["--compile.enable"]
 
 
@@ -169,7 +171,7 @@ def _assert_tracks(run: Run, reference: Run, optimizer: str, what: str, clipped_
     # GDA's lambda over all layers (min, max; logged to 4 digits), reduced over pipeline stages
     assert sorted(run.lambdas) == list(range(1, STEPS + 1)), (what, run.lambdas)
     for step, extremes in reference.lambdas.items():
-        assert run.lambdas[step] == pytest.approx(extremes, abs=LAMBDA_TOLERANCE[step > STOP]), \
+        assert run.lambdas[step] == pytest.approx(extremes, abs=LAMBDA_TOLERANCE[optimizer][step > STOP]), \
             (what, step, run.lambdas, reference.lambdas)
     if optimizer == "parallel_muon_clip":
         assert sorted(run.clips) == sorted(reference.clips) == list(range(1, STEPS + 1)), (what, run.clips)
