@@ -1,8 +1,13 @@
-"""Benchmark of the fused PolyNorm kernels against plain PyTorch ("naive") and torch.compile of the same function.
+"""Benchmark of the fused PolyNorm kernels against plain PyTorch ("naive"), torch.compile of the same function and
+Liger-Kernel's PolyNorm.
 
     python benchmarks/polynorm.py                       # the report's grid, BF16 (needs a CUDA GPU)
     python benchmarks/polynorm.py --hidden 16384 --seq 4096 --batch 2 --sweep-warps
 
+Baselines: "compile" = ``torch.compile(reference, dynamic=False)`` compiled afresh for every (op, hidden size)
+(``torch._dynamo.reset()`` first), so every shape runs a kernel specialized to it, warmed before timing;
+"liger" = ``liger_kernel.ops.poly_norm.LigerPolyNormFunction`` (its default in_place backward), followed by a
+separate multiply for the x mul op (skipped when liger_kernel is not importable).
 Grid (report Table 3): hidden 8192 and 16384, sequence 1K/2K/4K/8K, batch 1/2/4; ops PolyNorm and PolyNorm x mul,
 forward and backward timed separately. Every timing is GPU time of a CUDA-graph replay (triton's
 ``do_bench_cudagraph``), so CPU launch overhead is excluded for all three implementations alike. Forward is the
@@ -31,12 +36,13 @@ from motif_titan.kernels.polynorm import poly_norm_bwd, poly_norm_fwd, poly_norm
 
 EPS = 1e-6
 OPS = ("poly_norm", "poly_norm_mul")
-IMPLS = ("triton", "naive", "compile")
+IMPLS = ("triton", "naive", "compile", "liger")
+BENCH_REP_MS = 100
 
 
 def bench(fn) -> float:
     """Median GPU milliseconds of ``fn`` replayed from a CUDA graph."""
-    return triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median")
+    return triton.testing.do_bench_cudagraph(fn, rep=BENCH_REP_MS, return_mode="median")
 
 
 @triton.jit
@@ -60,7 +66,29 @@ def copy_bandwidth(nbytes: int = 1 << 30) -> dict[str, float]:
     return out
 
 
-def make_fn(op: str, impl: str, compiled: dict):
+def _liger():
+    try:
+        from liger_kernel.ops.poly_norm import LigerPolyNormFunction
+    except ImportError:
+        return None
+    return LigerPolyNormFunction
+
+
+def driver_version():
+    import subprocess
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return None
+
+
+def make_fn(op: str, impl: str, compiled: dict, hidden: int = 0):
+    if impl == "liger":
+        liger = _liger()
+        # Liger takes a 0-d bias (its backward returns a 0-d grad): a view of ours
+        return (lambda x, m, w, b: liger.apply(x, w, b.view(()), EPS)) if op == "poly_norm" else (
+            lambda x, m, w, b: liger.apply(x, w, b.view(()), EPS) * m)
     if impl == "triton":
         return (lambda x, m, w, b: poly_norm(x, w, b, EPS, backend="triton")) if op == "poly_norm" else (
             lambda x, m, w, b: poly_norm_mul(x, m, w, b, EPS, backend="triton"))
@@ -68,9 +96,12 @@ def make_fn(op: str, impl: str, compiled: dict):
         lambda x, m, w, b: poly_norm_mul_reference(x, m, w, b, EPS))
     if impl == "naive":
         return ref
-    if op not in compiled:
-        compiled[op] = torch.compile(ref)
-    return compiled[op]
+    if (op, hidden) not in compiled:
+        # a fresh compile for every (op, width): no shape seen before can make this one dynamic
+        torch._dynamo.reset()
+        compiled.clear()
+        compiled[(op, hidden)] = torch.compile(ref, dynamic=False)
+    return compiled[(op, hidden)]
 
 
 def min_bytes(op: str, direction: str, numel: int, elem: int) -> int:
@@ -84,13 +115,12 @@ def time_one(op, impl, rows, hidden, dtype, compiled):
     m = torch.randn(rows, hidden, device="cuda", dtype=dtype) if op == "poly_norm_mul" else None
     w = torch.tensor([0.6, 0.3, 0.9], device="cuda")
     b = torch.tensor([0.1], device="cuda")
-    if impl == "compile":
-        torch._dynamo.mark_dynamic(x, 0)
-        if m is not None:
-            torch._dynamo.mark_dynamic(m, 0)
-    fn = make_fn(op, impl, compiled)
+    fn = make_fn(op, impl, compiled, hidden)
     leaves = [t.requires_grad_() for t in (x, m, w, b) if t is not None]
     grad_y = torch.randn_like(x)
+    for _ in range(2):  # warm: compile (forward and backward graphs) and autotune outside the timed region
+        torch.autograd.grad(fn(x, m, w, b), leaves, grad_y)
+    torch.cuda.synchronize()
     # training forward (inputs require grad: compile's forward also writes what its backward saves)
     fwd = bench(lambda: fn(x, m, w, b))
     # backward = (forward + backward) - forward: the backward must be captured on the forward's stream
@@ -126,6 +156,23 @@ def check_against_float64(rows, hidden, dtype):
     return report
 
 
+def check_liger_against_float64(rows, hidden, dtype):
+    """Max error of Liger's PolyNorm (the baseline) vs float64: values and grad_x."""
+    torch.manual_seed(0)
+    x = torch.randn(rows, hidden, device="cuda", dtype=dtype)
+    w = torch.tensor([0.6, -0.3, 0.9], device="cuda")
+    b = torch.tensor([0.1], device="cuda")
+    gy = torch.randn(rows, hidden, device="cuda", dtype=dtype)
+    xl = x.clone().requires_grad_()
+    y = _liger().apply(xl, w, b.view(()), EPS)
+    y.backward(gy.clone())
+    xr = x.double().requires_grad_()
+    y_ref = poly_norm_reference(xr, w.double(), b.double(), EPS)
+    y_ref.backward(gy.double())
+    return {"y": ((y.double() - y_ref).abs().max() / y_ref.abs().max()).item(),
+            "grad_x": ((xl.grad.double() - xr.grad).abs().max() / xr.grad.abs().max()).item()}
+
+
 def kernel_times(rows, hidden, dtype):
     """Kernel-only times (ms) of the four custom ops, no autograd: {op: (fwd, bwd)}."""
     x = torch.randn(rows, hidden, device="cuda", dtype=dtype)
@@ -146,8 +193,8 @@ def sweep_launch_configs(rows, hidden, dtype):
     single-pass with several num_warps, and the chunked two-pass path with several chunk lengths and warps."""
     saved = polynorm_triton.fwd_launch_config, polynorm_triton.bwd_launch_config
     block = triton.next_power_of_2(hidden)
-    configs = [(block, True, w, 0) for w in (2, 4, 8, 16)]
-    configs += [(chunk, False, w, per_sm) for chunk in (2048, 4096) for w in (4, 8) for per_sm in (0, 2, 3, 4, 6)]
+    configs = [(block, True, w, 0) for w in (4, 8, 16, 32)]
+    configs += [(chunk, False, w, 0) for chunk in (2048, 4096, 8192) for w in (4, 8, 16) if chunk < hidden]
     out = {}
     for config in configs:
         polynorm_triton.fwd_launch_config = polynorm_triton.bwd_launch_config = lambda n, mul, c=config: c
@@ -171,19 +218,32 @@ def main(argv=None):
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--sweep", action="store_true",
                         help="only time launch configurations per hidden size (2 x 4096 rows) and exit")
+    parser.add_argument("--rep-ms", type=int, default=BENCH_REP_MS, help="do_bench_cudagraph rep per timing")
     parser.add_argument("--out", default="polynorm_results.json")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("benchmarks/polynorm.py needs a CUDA GPU")
+    globals()["BENCH_REP_MS"] = args.rep_ms
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    if "liger" in args.impls and _liger() is None:
+        print("liger_kernel is not importable: the liger baseline is skipped")
+        args.impls = [i for i in args.impls if i != "liger"]
     dtype = getattr(torch, args.dtype)
     elem = torch.empty((), dtype=dtype).element_size()
     device = torch.cuda.get_device_name()
     copies = copy_bandwidth()
     copy_bw = max(copies.values())
-    print(f"device: {device}; torch {torch.__version__}; triton {triton.__version__}; dtype {args.dtype}")
+    liger_version = None
+    if "liger" in args.impls:
+        from importlib.metadata import version
+        liger_version = version("liger-kernel")
+    print(f"device: {device}; torch {torch.__version__} (CUDA {torch.version.cuda}); triton {triton.__version__}; "
+          f"driver {driver_version()}; liger-kernel {liger_version}; dtype {args.dtype}")
     print("device-to-device copy of 1 GiB, read+write counted (TB/s):",
           {k: round(v / 1e12, 3) for k, v in copies.items()})
     results = {"device": device, "torch": torch.__version__, "triton": triton.__version__, "dtype": args.dtype,
+               "cuda": torch.version.cuda, "driver": driver_version(), "liger_kernel": liger_version,
+               "impls": list(args.impls),
                "copy_bandwidth_Bps": copy_bw, "copies_Bps": copies, "command": " ".join(sys.argv), "checks": {},
                "rows": []}
     if args.sweep:
@@ -202,14 +262,18 @@ def main(argv=None):
         return
     for hidden in args.hidden:
         results["checks"][f"hidden {hidden}, 2 x 1024 rows"] = check_against_float64(2048, hidden, dtype)
+        if "liger" in args.impls:
+            results["checks"][f"liger, hidden {hidden}, 2 x 1024 rows"] = check_liger_against_float64(2048, hidden,
+                                                                                                    dtype)
     results["checks"]["hidden 5000 (not a power of two), 333 rows"] = check_against_float64(333, 5000, dtype)
     print("max relative error vs float64:", json.dumps(results["checks"], indent=1))
 
     compiled: dict = {}
     start = time.time()
-    for hidden, seq, batch in itertools.product(args.hidden, args.seq, args.batch):
-        rows = batch * seq
-        for op in OPS:
+    # (op, hidden) outermost: one fresh compile per op and width, re-specialized (dynamic=False) per row count
+    for hidden, op in itertools.product(args.hidden, OPS):
+        for seq, batch in itertools.product(args.seq, args.batch):
+            rows = batch * seq
             row = {"op": op, "hidden": hidden, "seq": seq, "batch": batch}
             for impl in args.impls:
                 try:
@@ -228,12 +292,13 @@ def main(argv=None):
     for op in OPS:
         rows = [r for r in results["rows"] if r["op"] == op]
         line = {"op": op}
-        for d, base in itertools.product(("fwd", "bwd"), [i for i in ("naive", "compile") if i in args.impls]):
+        for d, base in itertools.product(("fwd", "bwd"), [i for i in ("naive", "compile", "liger")
+                                                          if i in args.impls]):
             ratios = [r[f"{base}_{d}_ms"] / r[f"triton_{d}_ms"] for r in rows if r.get(f"{base}_{d}_ms")]
             line[f"{d} vs {base}"] = geomean(ratios) if ratios else None
-        for d in ("fwd", "bwd"):
-            big = [r[f"triton_{d}_copy_frac"] for r in rows if r["hidden"] == 16384]
-            line[f"{d} copy frac @16384 (min/geomean)"] = (min(big), geomean(big)) if big else None
+        for d, h in itertools.product(("fwd", "bwd"), (16384, 8192)):
+            big = [r[f"triton_{d}_copy_frac"] for r in rows if r["hidden"] == h]
+            line[f"{d} copy frac @{h} (min/geomean)"] = (min(big), geomean(big)) if big else None
         summary.append(line)
     results["summary"] = summary
     print("\n| op | " + " | ".join(k for k in summary[0] if k != "op") + " |")

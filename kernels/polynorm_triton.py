@@ -22,24 +22,24 @@ across the TP group: both passes are written around them.
 import triton
 import triton.language as tl
 
-# Launch choices, measured on an H100 with `benchmarks/polynorm.py --sweep` (2 x 4096 rows, bf16; the table is in
-# benchmarks/RESULTS.md): single-pass up to 8K elements forward and 4K backward, chunked two-pass beyond.
-FWD_MAX_FUSED_ROW = 8192
-BWD_MAX_FUSED_ROW = 4096
+# Launch choices, measured on an H200 with `benchmarks/polynorm.py --sweep` (2 x 4096 rows, bf16, hidden 8192 and
+# 16384; `benchmarks/results/polynorm_sweep_h200.json`): single pass only for the plain forward up to 8K elements
+# (and every op up to 4K, where the row fits in registers), chunked two-pass beyond, 2K chunks and 4 warps except
+# the x mul backward (4K chunks, 8 warps). Keys: (direction, has_mul).
+MAX_FUSED_ROW = {("fwd", False): 8192, ("fwd", True): 4096, ("bwd", False): 4096, ("bwd", True): 4096}
 ELEMENTS_PER_WARP = {"fwd": 2048, "bwd": 512}  # single-pass: one warp per this many row elements (1..32 warps)
-CHUNK = {("fwd", False): 4096, ("fwd", True): 4096, ("bwd", False): 2048, ("bwd", True): 4096}
-CHUNKED_WARPS = 8
+CHUNK = {("fwd", False): 2048, ("fwd", True): 2048, ("bwd", False): 2048, ("bwd", True): 4096}
+CHUNKED_WARPS = {("fwd", False): 4, ("fwd", True): 4, ("bwd", False): 4, ("bwd", True): 8}
 # Chunked path: at most this many programs per SM, each looping over rows, so the rows in flight fit in L2 for
 # the second pass (0 = one program per row).
 CHUNKED_PROGRAMS_PER_SM = 0
 
 
 def _config(n: int, direction: str, has_mul: bool) -> tuple[int, bool, int, int]:
-    max_fused = FWD_MAX_FUSED_ROW if direction == "fwd" else BWD_MAX_FUSED_ROW
-    if n <= max_fused:
+    if n <= MAX_FUSED_ROW[(direction, has_mul)]:
         block = triton.next_power_of_2(n)
         return block, True, max(1, min(32, block // ELEMENTS_PER_WARP[direction])), 0
-    return CHUNK[(direction, has_mul)], False, CHUNKED_WARPS, CHUNKED_PROGRAMS_PER_SM
+    return CHUNK[(direction, has_mul)], False, CHUNKED_WARPS[(direction, has_mul)], CHUNKED_PROGRAMS_PER_SM
 
 
 def fwd_launch_config(n: int, has_mul: bool) -> tuple[int, bool, int, int]:

@@ -71,10 +71,10 @@ def test_chunked_long_row_path_matches_float64(monkeypatch, with_mul, programs_p
     """Long rows loop over chunks (two passes); shrink the limits to run that path here. With programs_per_sm
     the grid is smaller than the row count and programs loop over rows (on CPU: 2 programs for 3 rows)."""
     monkeypatch.setattr(polynorm_triton, "CHUNKED_PROGRAMS_PER_SM", programs_per_sm)
-    monkeypatch.setattr(polynorm_triton, "FWD_MAX_FUSED_ROW", 64)
-    monkeypatch.setattr(polynorm_triton, "BWD_MAX_FUSED_ROW", 64)
+    monkeypatch.setattr(polynorm_triton, "MAX_FUSED_ROW", {key: 64 for key in polynorm_triton.MAX_FUSED_ROW})
     monkeypatch.setattr(polynorm_triton, "CHUNK", {key: 32 for key in polynorm_triton.CHUNK})
-    chunked = (32, False, polynorm_triton.CHUNKED_WARPS, programs_per_sm)
+    monkeypatch.setattr(polynorm_triton, "CHUNKED_WARPS", {key: 4 for key in polynorm_triton.CHUNKED_WARPS})
+    chunked = (32, False, 4, programs_per_sm)
     assert polynorm_triton.fwd_launch_config(100, with_mul) == polynorm_triton.bwd_launch_config(100, with_mul)
     assert polynorm_triton.fwd_launch_config(100, with_mul) == chunked
     x, mul, w, b, grad_y = _inputs((3, 100), torch.float32, seed=11)

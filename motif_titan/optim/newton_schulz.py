@@ -9,12 +9,23 @@ X = a X + B X, and the result is transposed back. Two coefficient sets:
 
 The default is "keller": it is what torch.optim.Muon (this project's reference) does, and every distributed mode
 is tested against that reference; "motif" is one config value away for runs that want Motif's exact table.
+
+Two implementations of the same iteration (``backend``): "torch" (three torch matmuls per iteration, any device)
+and "triton" (``motif_titan.kernels.newton_schulz_triton``: the two symmetric products X X^T and b A + c A A
+computed on one triangle of tiles and mirrored, the third product through ``torch.addmm``). "auto" takes the
+Triton one for CUDA matrices whose short side is at least ``TRITON_MIN_DIM`` (measured faster there on an H200:
+``benchmarks/newton_schulz.py``, ``benchmarks/RESULTS.md``), the torch one elsewhere. Both accumulate in fp32 and
+round to bf16 at the same points, so they agree to bf16 rounding (the sums run in different orders).
 """
 
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+BACKENDS = ("auto", "torch", "triton")
+# "auto" uses the Triton kernels on CUDA when min(rows, cols) >= this
+TRITON_MIN_DIM = 4096
 
 EPS = 1e-7
 KELLER = ((3.4445, -4.7750, 2.0315),)
@@ -36,21 +47,35 @@ def iteration_coefficients(name: str, ns_steps: int) -> list[tuple[float, float,
     return [table[min(i, len(table) - 1)] for i in range(ns_steps)]
 
 
+def _use_triton(grad: Tensor, backend: str) -> bool:
+    if backend not in BACKENDS:
+        raise ValueError(f"Newton-Schulz backend = {backend!r}; allowed: {BACKENDS}")
+    if backend == "auto":
+        return grad.is_cuda and min(grad.shape) >= TRITON_MIN_DIM
+    return backend == "triton"
+
+
 def zeropower_via_newton_schulz(
-    grad: Tensor, coefficients: Sequence[tuple[float, float, float]], eps: float = EPS
+    grad: Tensor, coefficients: Sequence[tuple[float, float, float]], eps: float = EPS, backend: str = "auto"
 ) -> Tensor:
     """Approximately orthogonalize a 2-D matrix (U S V^T -> U S' V^T with S' near 1), in bf16."""
     if grad.ndim != 2:
         raise ValueError(f"Newton-Schulz needs a 2-D matrix, got shape {tuple(grad.shape)}")
+    use_triton = _use_triton(grad, backend)
     x = grad.bfloat16()
     transposed = grad.size(0) > grad.size(1)
     if transposed:
         x = x.T
     x = x / x.norm().clamp(min=eps)
-    for a, b, c in coefficients:
-        gram = x @ x.T
-        update = torch.addmm(gram, gram, gram, beta=b, alpha=c)
-        x = torch.addmm(x, update, x, beta=a)
+    if use_triton:
+        from motif_titan.kernels.newton_schulz_triton import newton_schulz_symmetric
+
+        x = newton_schulz_symmetric(x, coefficients)
+    else:
+        for a, b, c in coefficients:
+            gram = x @ x.T
+            update = torch.addmm(gram, gram, gram, beta=b, alpha=c)
+            x = torch.addmm(x, update, x, beta=a)
     return x.T if transposed else x
 
 

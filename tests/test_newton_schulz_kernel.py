@@ -1,0 +1,83 @@
+"""The symmetric-product Newton-Schulz kernel (Triton; through TRITON_INTERPRET=1 on CPU) against float64 and
+against the plain torch iteration. Tiny shapes: the interpreter runs every tile in numpy."""
+
+import pytest
+import torch
+
+from motif_titan.kernels import newton_schulz_triton as nst
+from motif_titan.kernels.newton_schulz_triton import sym_product
+from motif_titan.optim.newton_schulz import iteration_coefficients, zeropower_via_newton_schulz
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _rand(shape, seed, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype).to(DEVICE)
+
+
+@pytest.mark.parametrize("tiles", [(16, 32), (32, 16)], ids=["wide-tiles", "tall-tiles"])
+@pytest.mark.parametrize("shape,transposed", [((37, 50), False), ((40, 23), True), ((16, 16), False)],
+                         ids=["37x50", "transposed-view", "one-tile"])
+def test_sym_product_matches_float64_and_is_exactly_symmetric(monkeypatch, shape, transposed, tiles):
+    monkeypatch.setattr(nst, "INTERPRET_CONFIG", dict(BLOCK_M=tiles[0], BLOCK_N=tiles[1], BLOCK_K=16))
+    p = _rand(shape[::-1] if transposed else shape, seed=sum(shape))
+    p = p.T if transposed else p
+    m = p.shape[0]
+    d = _rand((m, m), seed=7)
+    d = d + d.T
+    for alpha, beta, dd in ((1.0, 0.0, None), (-0.7, 1.3, d)):
+        out = torch.full((m, m), float("nan"), device=DEVICE)  # every element must be written
+        sym_product(p, out=out, alpha=alpha, beta=beta, d=dd)
+        ref = alpha * (p.double() @ p.double().T) + (beta * dd.double() if dd is not None else 0.0)
+        assert torch.isfinite(out).all()
+        assert torch.equal(out, out.T)
+        err = (out.double() - ref).abs().max().item() / ref.abs().max().item()
+        assert err < 2e-5 if DEVICE == "cpu" else err < 5e-3  # fp32 in the interpreter; tf32 on a GPU
+
+
+def _newton_schulz_float64(g, coefficients):
+    x = g.double()
+    transposed = x.shape[0] > x.shape[1]
+    x = x.T if transposed else x
+    x = x / x.norm()
+    for a, b, c in coefficients:
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if transposed else x
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.mark.parametrize("coefficients", ["keller", "motif"])
+def test_triton_iteration_equals_torch_path_within_bf16_rounding(coefficients):
+    for shape in ((24, 40), (48, 20)):
+        g = _rand(shape, seed=shape[0])
+        # one iteration: the two paths round to bf16 at the same points, so they differ by under one bf16 ulp
+        one = iteration_coefficients(coefficients, 1)
+        got = zeropower_via_newton_schulz(g, one, backend="triton")
+        want = zeropower_via_newton_schulz(g, one, backend="torch")
+        assert got.shape == want.shape == shape and got.dtype == want.dtype == torch.bfloat16
+        assert _rel(got, want) < 2.0 ** -8
+        # five iterations amplify rounding (the polynomial's slope at 0 is a = 3.4 or more): both paths stay as
+        # near the exact float64 iteration as bf16 allows, and near-orthogonal
+        five = iteration_coefficients(coefficients, 5)
+        exact = _newton_schulz_float64(g, five)
+        got = zeropower_via_newton_schulz(g, five, backend="triton")
+        want = zeropower_via_newton_schulz(g, five, backend="torch")
+        assert _rel(want, exact) < 0.05 and _rel(got, exact) < 0.05
+        x = got.double() if shape[0] <= shape[1] else got.double().T
+        sv = torch.linalg.svdvals(x)
+        assert 0.5 < sv.min().item() and sv.max().item() < 1.3
+
+
+def test_backend_choice():
+    g = _rand((8, 8), seed=1)
+    with pytest.raises(ValueError, match="backend = 'cuda'"):
+        zeropower_via_newton_schulz(g, iteration_coefficients("keller", 1), backend="cuda")
+    if DEVICE == "cpu":  # auto keeps the torch path on CPU, bit for bit
+        coeffs = iteration_coefficients("keller", 2)
+        assert torch.equal(zeropower_via_newton_schulz(g, coeffs), zeropower_via_newton_schulz(g, coeffs,
+                                                                                               backend="torch"))
