@@ -5,8 +5,6 @@ One real 4-step run (module fixture) saves every step: steps 1-3 full, step 4 (t
 does by default. The tests copy its checkpoint folder and damage or continue the copy."""
 
 import json
-import os
-import re
 import shutil
 import subprocess
 import sys
@@ -137,3 +135,40 @@ def test_model_only_last_save_is_continued_from_its_weights(saved_run, tmp_path)
     assert all(torch.equal(loaded[k], saved[k]) for k in loaded)
     # trained weights, not a fresh initialisation: the first batch's loss is below the untrained step-1 loss
     assert float(losses[5]) < float(saved_run[1][1]) - 0.3, (losses, saved_run[1])
+
+
+def _save_and_verify_on_two_ranks(rank, world, folder):
+    """Both ranks save one DCP step (one .distcp each), write its manifest together, damage rank 1's file and
+    verify together: every rank must get the single-process answer."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (world,))
+    state = {"w": distribute_tensor(torch.arange(64 * 64, dtype=torch.float32).reshape(64, 64), mesh, [Shard(0)])}
+    step = Path(folder) / "step-3"
+    dcp.save(state, checkpoint_id=str(step))
+    dist.barrier()
+    manifest = write_manifest(str(step), all_ranks=True)
+    dist.barrier()
+    failures = []
+    if sorted(manifest["files"]) != [".metadata", "__0_0.distcp", "__1_0.distcp"]:
+        failures.append(f"manifest files {sorted(manifest['files'])}")
+    if verify_step(str(step), all_ranks=True) != []:
+        failures.append("intact step reported damaged")
+    dist.barrier()
+    if rank == 0:
+        flip_bytes(step / "__1_0.distcp", 100)
+    dist.barrier()
+    together = verify_step(str(step), all_ranks=True)
+    alone = verify_step(str(step))
+    if not (len(together) == 1 and together[0].startswith("__1_0.distcp: checksum differs") and together == alone):
+        failures.append(f"damaged: all ranks {together}, one process {alone}")
+    return failures
+
+
+def test_every_rank_checksums_its_share_and_gets_the_whole_answer(tmp_path):
+    from gloo_ranks import run_on_gloo_ranks
+
+    run_on_gloo_ranks(tmp_path, 2, _save_and_verify_on_two_ranks, str(tmp_path / "ckpt"))

@@ -12,8 +12,9 @@
   write it on rank 0 when the background save has finished, and the future TorchTitan waits on completes only
   after that. CRC-32 rather than a cryptographic hash: it detects flipped bytes and truncation, which is what is
   guarded against, and runs at about 1.7 GB/s per thread here (``benchmarks/checkpoint_integrity.py``).
-* **Verification on load.** Before a step is read, rank 0 checks every file the manifest lists (size first, then
-  checksums) and broadcasts what it found. A damaged or incomplete step is reported in the log (the step folder,
+* **Verification on load.** Before a step is read, every file the manifest lists is checked (size first, then
+  checksums), each rank checking every world-size-th file (so a resume reads the step once over all ranks), and
+  every rank gets the whole answer. A damaged or incomplete step is reported in the log (the step folder,
   the file, and the size or checksum that differs) and the newest intact step is loaded instead, saying so. If no
   step is intact the run stops with an error that names the checkpoint folder. A step given explicitly by
   ``checkpoint.load_step`` is verified and never replaced by another one: a damaged one stops the run.
@@ -51,7 +52,6 @@ from torchtitan.components.checkpoint import (
     AsyncMode,
     CheckpointManager,
     LR_SCHEDULER,
-    MODEL,
     TRAIN_STATE,
 )
 from torchtitan.tools.logging import logger
@@ -140,44 +140,82 @@ def write_manifest(step_dir: str, threads: int | None = None, all_ranks: bool = 
     return manifest
 
 
-def verify_step(step_dir: str, threads: int | None = None) -> list[str]:
-    """What is wrong with a step folder according to its manifest: [] if intact. Raises FileNotFoundError if the
-    folder has no manifest."""
+def _read_manifest(step_dir: str) -> tuple[dict | None, list[str]]:
+    """(manifest, []) or (None, [what is wrong with it]); FileNotFoundError if the folder has none."""
     path = os.path.join(step_dir, MANIFEST_NAME)
     if not os.path.isfile(path):
         raise FileNotFoundError(path)
     try:
         with open(path) as f:
             manifest = json.load(f)
-        files = manifest["files"]
-        chunk_bytes = int(manifest["chunk_bytes"])
+        manifest["files"], int(manifest["chunk_bytes"])
         if manifest.get("format") != MANIFEST_FORMAT or manifest.get("checksum") != "crc32":
-            return [f"{MANIFEST_NAME}: unknown format {manifest.get('format')!r} (expected {MANIFEST_FORMAT!r})"]
+            return None, [f"{MANIFEST_NAME}: unknown format {manifest.get('format')!r} (expected {MANIFEST_FORMAT!r})"]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        return [f"{MANIFEST_NAME} is unreadable ({type(e).__name__}: {e})"]
-    if chunk_bytes != CHUNK_BYTES:
-        return [f"{MANIFEST_NAME}: chunk_bytes {chunk_bytes} (this version checks {CHUNK_BYTES})"]
+        return None, [f"{MANIFEST_NAME} is unreadable ({type(e).__name__}: {e})"]
+    if int(manifest["chunk_bytes"]) != CHUNK_BYTES:
+        return None, [f"{MANIFEST_NAME}: chunk_bytes {manifest['chunk_bytes']} (this version checks {CHUNK_BYTES})"]
+    return manifest, []
 
-    problems, to_hash = [], []
+
+def _file_problems(step_dir: str, files: dict[str, dict], threads: int) -> dict[str, str]:
+    """{file: what is wrong} for the manifest entries ``files``."""
+    problems, to_hash = {}, []
     for name, entry in files.items():
         file_path = os.path.join(step_dir, name)
         if not os.path.isfile(file_path):
-            problems.append(f"{name} is missing")
+            problems[name] = f"{name} is missing"
             continue
         size = os.path.getsize(file_path)
         if size != entry["size"]:
-            problems.append(f"{name} has {size} bytes, the manifest records {entry['size']} (size differs)")
+            problems[name] = f"{name} has {size} bytes, the manifest records {entry['size']} (size differs)"
             continue
         to_hash.append((name, file_path, size, entry["crc32"]))
-    sums = _chunk_checksums([(p, s) for _, p, s, _ in to_hash], threads or _hash_threads())
+    sums = _chunk_checksums([(p, s) for _, p, s, _ in to_hash], threads)
     for (name, _, _, expected), got in zip(to_hash, sums):
         bad = [i for i, (e, g) in enumerate(zip(expected, got)) if int(e, 16) != g]
         if bad or len(expected) != len(got):
             i = bad[0] if bad else min(len(expected), len(got))
-            problems.append(f"{name}: checksum differs (crc32 of bytes {i * CHUNK_BYTES}..{(i + 1) * CHUNK_BYTES} "
-                            f"is {got[i] if i < len(got) else 'absent'!s:>8}, the manifest records "
-                            f"{expected[i] if i < len(expected) else 'none'})")
+            problems[name] = (f"{name}: checksum differs (crc32 of bytes {i * CHUNK_BYTES}..{(i + 1) * CHUNK_BYTES} "
+                              f"is {got[i] if i < len(got) else 'absent'!s:>8}, the manifest records "
+                              f"{expected[i] if i < len(expected) else 'none'})")
     return problems
+
+
+def verify_step(step_dir: str, threads: int | None = None, all_ranks: bool = False) -> list[str]:
+    """What is wrong with a step folder according to its manifest: [] if intact. Raises FileNotFoundError if the
+    folder has no manifest.
+
+    ``all_ranks``: called by every rank of the default process group together: rank 0 reads the manifest and
+    hands it to all, each rank checks every world-size-th file, and every rank gets the whole answer (so a resume
+    reads the step once over all ranks, not all of it on rank 0)."""
+    threads = threads or _hash_threads()
+    distributed = all_ranks and dist.is_initialized() and dist.get_world_size() > 1
+    if not distributed:
+        manifest, problems = _read_manifest(step_dir)
+        if manifest is None:
+            return problems
+        found = _file_problems(step_dir, manifest["files"], threads)
+        return [found[n] for n in manifest["files"] if n in found]
+    read: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            read[0] = ("ok", _read_manifest(step_dir))
+        except FileNotFoundError as e:
+            read[0] = ("missing", str(e))
+    dist.broadcast_object_list(read, src=0)
+    kind, value = read[0]
+    if kind == "missing":
+        raise FileNotFoundError(value)
+    manifest, problems = value
+    if manifest is None:
+        return problems
+    names = list(manifest["files"])
+    mine = names[dist.get_rank()::dist.get_world_size()]
+    found_parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(found_parts, _file_problems(step_dir, {n: manifest["files"][n] for n in mine}, threads))
+    found = {n: p for part in found_parts for n, p in part.items()}
+    return [found[n] for n in names if n in found]
 
 
 def _is_model_only(step_dir: str) -> bool:
@@ -209,6 +247,11 @@ def _from_rank0(compute):
     if kind == "error":
         raise value
     return value
+
+
+def _log_on_rank0(log, message: str) -> None:
+    if _rank() == 0:
+        log(message)
 
 
 class IntegrityCheckpointManager(CheckpointManager):
@@ -281,39 +324,40 @@ class IntegrityCheckpointManager(CheckpointManager):
         return not any(os.path.isfile(os.path.join(step_dir, n)) for n in (MANIFEST_NAME, ".metadata", HF_INDEX))
 
     def _check_step(self, step_dir: str) -> list[str]:
-        """[] if loadable (intact, or unverifiable with .metadata: warned); else what is wrong."""
-        if self._is_interrupted_save(step_dir):
+        """[] if loadable (intact, or unverifiable with .metadata: warned); else what is wrong. Every rank calls
+        it: each checks its share of the files (``verify_step(all_ranks=True)``)."""
+        if _from_rank0(lambda: self._is_interrupted_save(step_dir)):
             return [f"no .metadata and no {MANIFEST_NAME}: an interrupted save"]
         try:
-            return verify_step(step_dir)
+            return verify_step(step_dir, all_ranks=True)
         except FileNotFoundError:
-            logger.warning(f"Checkpoint {step_dir} has no {MANIFEST_NAME} (saved by an older version or another "
-                           "tool): loading it without verification.")
+            _log_on_rank0(logger.warning, f"Checkpoint {step_dir} has no {MANIFEST_NAME} (saved by an older version "
+                          "or another tool): loading it without verification.")
             return []
 
     def _newest_intact_step(self) -> int:
         """The newest step of self.folder that is intact (damaged ones are logged); -1 if there are no steps but
-        interrupted saves."""
-        steps = sorted((int(m.group(1)) for name in os.listdir(self.folder)
-                        if (m := _STEP_DIR.match(name)) and os.path.isdir(os.path.join(self.folder, name))),
-                       reverse=True)
+        interrupted saves. Every rank calls it and gets the same answer (rank 0 lists the folder)."""
+        steps = _from_rank0(lambda: sorted(
+            (int(m.group(1)) for name in os.listdir(self.folder)
+             if (m := _STEP_DIR.match(name)) and os.path.isdir(os.path.join(self.folder, name))), reverse=True))
         if not steps:
             return -1
         damaged = []
         for step in steps:
             step_dir = self._create_checkpoint_id(step)
-            if self._is_interrupted_save(step_dir):
-                logger.warning(f"Checkpoint {step_dir} has no .metadata and no {MANIFEST_NAME} (an interrupted "
-                               "save): skipped.")
+            if _from_rank0(lambda: self._is_interrupted_save(step_dir)):
+                _log_on_rank0(logger.warning, f"Checkpoint {step_dir} has no .metadata and no {MANIFEST_NAME} (an "
+                              "interrupted save): skipped.")
                 continue
             problems = self._check_step(step_dir)
             if not problems:
                 if damaged:
-                    logger.warning(f"Falling back to the newest intact checkpoint: step {step} ({step_dir}); "
-                                   f"skipped: {', '.join(damaged)}.")
+                    _log_on_rank0(logger.warning, f"Falling back to the newest intact checkpoint: step {step} "
+                                  f"({step_dir}); skipped: {', '.join(damaged)}.")
                 return step
             for problem in problems:
-                logger.error(f"Checkpoint step {step} ({step_dir}) is damaged or incomplete: {problem}")
+                _log_on_rank0(logger.error, f"Checkpoint step {step} ({step_dir}) is damaged or incomplete: {problem}")
             damaged.append(f"step-{step}")
         if not damaged:
             return -1
@@ -323,7 +367,7 @@ class IntegrityCheckpointManager(CheckpointManager):
 
     def _verified_explicit_step(self, step: int) -> int:
         step_dir = self._create_checkpoint_id(step)
-        if not os.path.isdir(step_dir):
+        if not _from_rank0(lambda: os.path.isdir(step_dir)):
             return step  # TorchTitan raises its own FileNotFoundError naming checkpoint.load_step
         problems = self._check_step(step_dir)
         if problems:
@@ -333,13 +377,13 @@ class IntegrityCheckpointManager(CheckpointManager):
 
     def _verified_initial_load_path(self) -> None:
         path = self.initial_load_path
-        if not os.path.isdir(path):
+        if not _from_rank0(lambda: os.path.isdir(path)):
             return  # TorchTitan's error names checkpoint.initial_load_path
         try:
-            problems = verify_step(path)
+            problems = verify_step(path, all_ranks=True)
         except FileNotFoundError:
-            logger.warning(f"checkpoint.initial_load_path {path} has no {MANIFEST_NAME}: loading it without "
-                           "verification.")
+            _log_on_rank0(logger.warning, f"checkpoint.initial_load_path {path} has no {MANIFEST_NAME}: loading it "
+                          "without verification.")
             return
         if problems:
             raise RuntimeError(f"checkpoint.initial_load_path {path} is damaged or incomplete: "
@@ -351,9 +395,9 @@ class IntegrityCheckpointManager(CheckpointManager):
             return super().load(step)
         if not os.path.exists(self.folder):
             if self.initial_load_path:
-                _from_rank0(self._verified_initial_load_path)
+                self._verified_initial_load_path()
             return super().load(step)
-        step = _from_rank0(self._newest_intact_step if step == -1 else lambda: self._verified_explicit_step(step))
+        step = self._newest_intact_step() if step == -1 else self._verified_explicit_step(step)
         if step == -1:
             return super().load(-1)  # no step folder: TorchTitan starts from scratch (or initial_load_path)
         step_dir = self._create_checkpoint_id(step)
