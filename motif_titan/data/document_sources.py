@@ -69,15 +69,24 @@ class _HFColumn:
 def open_domain(index: int, domain: DomainSpec, tokenizer, sft: bool) -> DomainDocuments:
     """Open every source of ``domain``; raise naming ``curriculum.domains[index].sources[j]`` for a missing
     file, an unusable source or one without documents."""
+    return open_sources(domain, tokenizer, sft, lambda j, source: f"curriculum.domains[{index}].sources[{j}] = "
+                                                                  f"{source!r}")
+
+
+def open_sources(domain: DomainSpec, tokenizer, sft: bool, where_of, explain=lambda message: message
+                 ) -> DomainDocuments:
+    """Every source of ``domain``, opened; a missing file, an unusable source or one without documents raises
+    prefixed by ``where_of(j, source)`` (how the caller's user named it), the reader's message passed through
+    ``explain``."""
     parts = []
     for j, source in enumerate(domain.sources):
-        where = f"curriculum.domains[{index}].sources[{j}] = {source!r}"
+        where = where_of(j, source)
         try:
             part = _open_source(source, domain, tokenizer, sft)
         except FileNotFoundError as error:
             raise FileNotFoundError(f"{where}: {error}") from error
         except (ValueError, KeyError, OSError) as error:
-            raise ValueError(f"{where}: {error}") from error
+            raise ValueError(f"{where}: {explain(str(error))}") from error
         if len(part) == 0:
             raise ValueError(f"{where}: the source holds no documents")
         parts.append(part)

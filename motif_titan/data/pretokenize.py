@@ -21,7 +21,8 @@ from types import SimpleNamespace
 from motif_titan.infra.atomic_output import terminate_on_sigterm
 
 from .curriculum import DomainSpec
-from .document_sources import DomainDocuments, _open_source
+from .document_sources import DomainDocuments
+from .document_sources import open_sources as open_domain_sources
 from .text_dataloader import EMBEDDED, build_tokenizer
 from .token_shards import TokenShardWriter, is_token_shard
 
@@ -78,22 +79,12 @@ def open_sources(sources: list[str], tokenizer, text_field: str = "text", split:
     """Every source's documents; an unusable source raises naming it (as given on the command line) and, for a
     missing text field, ``--text-field``."""
     domain = DomainSpec(name="pretokenize", sources=tuple(sources), text_field=text_field, split=split)
-    parts = []
     for source in sources:
-        where = f"source {source!r}"
         if is_token_shard(Path(source)):
-            raise ValueError(f"{where} is a token shard, already tokenized; pretokenize reads text sources "
-                             "(.jsonl / .parquet / .txt, hf:PATH, embedded:NAME)")
-        try:
-            part = _open_source(source, domain, tokenizer, sft=False)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"{where}: {error}") from None
-        except (ValueError, KeyError, OSError) as error:
-            raise ValueError(f"{where}: {_text_field_hint(str(error), text_field)}") from None
-        if len(part) == 0:
-            raise ValueError(f"{where}: the source holds no documents")
-        parts.append(part)
-    return DomainDocuments(parts)
+            raise ValueError(f"source {source!r} is a token shard, already tokenized; pretokenize reads text "
+                             "sources (.jsonl / .parquet / .txt, hf:PATH, embedded:NAME)")
+    return open_domain_sources(domain, tokenizer, False, lambda j, source: f"source {source!r}",
+                               lambda message: _text_field_hint(message, text_field))
 
 
 def pretokenize(sources: list[str], out_dir: Path | str, tokenizer, text_field: str = "text",
