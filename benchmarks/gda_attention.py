@@ -5,7 +5,7 @@ of one layer. Paths:
                signal attention)
   joint        one SDPA call with the 2d-wide value (motif2's default for the noise attention)
   triton_atomic / triton_separate
-               motif_titan.kernels.wide_value_attention: Q K^T and softmax once per tile, the whole 2d-wide
+               benchmarks/experiments/wide_value_attention.py: Q K^T and softmax once per tile, the whole 2d-wide
                value applied (dQ by atomic adds, or by a separate dQ kernel)
   flex split / flex joint (block-causal, 4 documents per row; compiled FlexAttention)
 
@@ -22,12 +22,15 @@ times of one forward + backward, which does not. The kernels each path launches 
 import argparse
 import json
 import statistics
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-from motif_titan.kernels import wide_value_attention as wva
+sys.path.insert(0, str(Path(__file__).resolve().parent / "experiments"))
+import wide_value_attention as wva  # noqa: E402  the experiment, not part of the package
 
 LAYOUTS = {"12.7B": (32, 8), "1B": (16, 4)}  # signal heads, groups
 

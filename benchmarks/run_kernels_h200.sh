@@ -17,8 +17,8 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,power.draw,power
 for step in $STEPS; do
   echo "== $step $(date +%T)"
   case $step in
-    tests) timeout 280 python3 -m pytest -q -x -p no:cacheprovider "$REPO/tests/test_newton_schulz_kernel.py" \
-             "$REPO/tests/test_polynorm_kernels.py" 2>&1 | tail -4 ;;
+    tests) timeout 280 python3 -m pytest -q -x -p no:cacheprovider "$REPO/tests/unit/test_newton_schulz_kernel.py" \
+             "$REPO/tests/unit/test_polynorm_kernels.py" 2>&1 | tail -4 ;;
     polynorm) timeout ${PN_TIMEOUT:-330} python3 "$REPO/benchmarks/polynorm.py" --rep-ms 40 \
                 --out "$OUT/polynorm_h200.json" > "$OUT/polynorm.log" 2>&1; tail -8 "$OUT/polynorm.log" ;;
     ns) timeout 200 python3 "$REPO/benchmarks/newton_schulz.py" --dion "$REPO/.kwhl/dion_newton_schulz_triton.py" \

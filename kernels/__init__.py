@@ -4,8 +4,6 @@ that name belongs to another PyPI package; ``pyproject.toml`` installs this dire
 - ``poly_norm`` / ``poly_norm_mul``: the public, autograd-capable functions (backend "auto" | "triton" | "torch").
 - ``polynorm_triton``: the fused Triton forward and backward kernels behind them.
 - ``polynorm_reference``: the plain PyTorch reference (fp32 inside) every kernel is checked against.
-- ``wide_value_attention``: causal GQA attention with values wider than queries and keys (GDA's 2*head_dim values)
-  in fused Triton kernels; measured slower than cuDNN on an H100, so not used by the model (import it directly).
 Benchmark: ``benchmarks/polynorm.py`` at the top of the repo; results in ``benchmarks/RESULTS.md``.
 """
 

