@@ -3,7 +3,7 @@
 ``--model.hf_assets_path embedded`` loads the byte-level BPE (vocab 2048) packaged in
 ``motif_titan/assets/tokenizer``; ``--training.dataset embedded`` trains on the packaged
 prose/math/code corpus in ``motif_titan/assets/corpus`` (both built by
-``python -m motif_titan.data.build_embedded``), so the debug model trains with no downloads.
+``python scripts/build_embedded_assets.py``), so the debug model trains with no downloads.
 
 ``--training.dataset NAME --training.dataset_path PATH`` reads local ``.jsonl`` (one JSON object
 per line, field ``text``), ``.txt`` (a whole file is one document) and ``.parquet`` (column

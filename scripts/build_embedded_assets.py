@@ -5,8 +5,10 @@ The embedded assets let the debug model train on a fresh machine with no downloa
 offline and deterministically from material that ships with CPython itself, so a rebuild
 needs nothing but this repository's virtual environment (no Debian packages, no network)::
 
-    python -m motif_titan.data.build_embedded                 # writes motif_titan/assets
-    python -m motif_titan.data.build_embedded --out /tmp/x    # somewhere else
+    python scripts/build_embedded_assets.py                 # writes motif_titan/assets
+    python scripts/build_embedded_assets.py --out /tmp/x    # somewhere else
+
+An offline tool of the repository, not part of the installed package.
 
 Sources (read from the running interpreter's stdlib, found with ``sysconfig``):
 
@@ -925,7 +927,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path(__file__).resolve().parents[1] / "assets",
+        default=Path(__file__).resolve().parents[1] / "motif_titan" / "assets",
         help="output directory (default: motif_titan/assets)",
     )
     args = parser.parse_args(argv)
