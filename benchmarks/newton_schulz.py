@@ -19,7 +19,6 @@ matmul of the same run. Prints a table last.
 import argparse
 import importlib.util
 import json
-import subprocess
 import sys
 
 import torch
@@ -28,6 +27,8 @@ import triton.testing
 
 from motif_titan.optim.newton_schulz import (EPS, iteration_coefficients, newton_schulz_flops,
                                              zeropower_via_newton_schulz)
+
+from environment import driver_version  # benchmarks/environment.py
 
 LAYER_SHAPES = [(5120, 4096), (2048, 4096), (2048, 4096), (4096, 8192), (16384, 4096), (4096, 16384), (16384, 4096)]
 NAMES = ["wq", "wk", "wv", "wo", "w1", "w2", "w3"]
@@ -68,14 +69,6 @@ def diff(got, want):
 
 def bench(fn, rep=200):
     return triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median")
-
-
-def driver_version():
-    try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                              capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return None
 
 
 def matmul_rate():

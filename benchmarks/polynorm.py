@@ -34,6 +34,8 @@ from motif_titan.kernels import poly_norm, poly_norm_mul, poly_norm_mul_referenc
 from motif_titan.kernels import polynorm_triton
 from motif_titan.kernels.polynorm import poly_norm_bwd, poly_norm_fwd, poly_norm_mul_bwd, poly_norm_mul_fwd
 
+from environment import driver_version  # benchmarks/environment.py
+
 EPS = 1e-6
 OPS = ("poly_norm", "poly_norm_mul")
 IMPLS = ("triton", "naive", "compile", "liger")
@@ -72,15 +74,6 @@ def _liger():
     except ImportError:
         return None
     return LigerPolyNormFunction
-
-
-def driver_version():
-    import subprocess
-    try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                              capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return None
 
 
 def make_fn(op: str, impl: str, compiled: dict, hidden: int = 0):
