@@ -20,7 +20,6 @@ destination only once complete:
 import contextlib
 import json
 import os
-import re
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,15 +33,11 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-from motif_titan.model import Motif2ModelArgs, Motif2StateDictAdapter
-from motif_titan.model.state_dict_adapter import FROM_HF, TO_HF
+from motif_titan.model import Motif2Model, Motif2ModelArgs, Motif2StateDictAdapter
+from motif_titan.model.state_dict_adapter import from_hf_name, split_layer_index, to_hf_name
 
-LAYER_KINDS = sorted({native.split(".", 2)[2] for native in FROM_HF.values() if native.startswith("layers.")})
-_TOP_LEVEL = ("tok_embeddings.weight", "norm.weight", "output.weight")
 # entries of a full TorchTitan checkpoint that are not model parameters
 _TRAINING_STATE_PREFIXES = ("optimizer", "lr_scheduler", "dataloader", "train_state")
-_HF_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
-_LAYER_KEY = re.compile(r"^layers\.(\d+)\.(.+)$")
 
 
 class NotMotif2Error(ValueError):
@@ -120,14 +115,6 @@ def check_dcp_storage(path: Path, metadata, entries: dict) -> None:
                     f"{info.offset}..{info.offset + info.length}")
 
 
-def _native_kind(key: str) -> str | None:
-    """``layers.{i}.X`` -> ``X``; a top-level parameter name -> itself; anything else -> None."""
-    match = _LAYER_KEY.match(key)
-    if match:
-        return match.group(2) if match.group(2) in LAYER_KINDS else None
-    return key if key in _TOP_LEVEL else None
-
-
 class CheckpointReader:
     """Native (motif_titan) parameter names -> tensors, read lazily one at a time."""
 
@@ -157,12 +144,13 @@ class HFSafetensorsReader(CheckpointReader):
         for file in files:
             with safe_open(file, framework="pt") as f:
                 for hf_key in f.keys():
-                    if hf_key.endswith(_HF_IGNORED_SUFFIXES):
-                        continue
-                    native = _native_name(hf_key)
-                    if native is None:
+                    try:
+                        native = from_hf_name(hf_key)
+                    except KeyError:
                         raise NotMotif2Error(f"--src {path} is not a Motif-2 checkpoint: tensor {hf_key!r} in "
-                                             f"{file.name} has no Motif-2 name")
+                                             f"{file.name} has no Motif-2 name") from None
+                    if native is None:
+                        continue
                     self._file_of[native], self._hf_key[native] = file, hf_key
                     self._shapes[native] = tuple(f.get_slice(hf_key).get_shape())
 
@@ -172,6 +160,14 @@ class HFSafetensorsReader(CheckpointReader):
     def get(self, key: str) -> torch.Tensor:
         with safe_open(self._file_of[key], framework="pt") as f:
             return f.get_tensor(self._hf_key[key])
+
+
+def _is_motif2_name(key: str) -> bool:
+    try:
+        to_hf_name(key)
+    except KeyError:
+        return False
+    return True
 
 
 class DCPReader(CheckpointReader):
@@ -189,7 +185,7 @@ class DCPReader(CheckpointReader):
         for key, meta in metadata.state_dict_metadata.items():
             if key.split(".", 1)[0] in _TRAINING_STATE_PREFIXES:
                 continue
-            if _native_kind(key) is None or not isinstance(meta, TensorStorageMetadata):
+            if not (_is_motif2_name(key) and isinstance(meta, TensorStorageMetadata)):
                 raise NotMotif2Error(f"--src {path} is not a Motif-2 checkpoint: entry {key!r} is not a Motif-2 "
                                      "parameter")
             self._meta[key] = meta
@@ -241,11 +237,11 @@ def infer_model_args(reader: CheckpointReader) -> Motif2ModelArgs:
 
     def need(key: str) -> tuple[int, ...]:
         if key not in shapes:
-            raise NotMotif2Error(f"{where}: missing {key!r} ({_hf_name(key)!r} in HF names)")
+            raise NotMotif2Error(f"{where}: missing {key!r} ({to_hf_name(key)!r} in HF names)")
         return shapes[key]
 
     vocab, dim = need("tok_embeddings.weight")
-    layer_ids = sorted({int(m.group(1)) for m in map(_LAYER_KEY.match, shapes) if m})
+    layer_ids = sorted({index for index, _ in map(split_layer_index, shapes) if index is not None})
     if not layer_ids or layer_ids != list(range(len(layer_ids))):
         raise NotMotif2Error(f"{where}: layers must be numbered 0..L-1, found {layer_ids}")
     (head_dim,) = need("layers.0.attention.lambda_q1")
@@ -280,18 +276,6 @@ def infer_model_args(reader: CheckpointReader) -> Motif2ModelArgs:
     return args
 
 
-_HF_LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
-
-
-def _native_name(hf_key: str) -> str | None:
-    """HF Motif-2 name -> native name, or None for a name that is not Motif-2's."""
-    match = _HF_LAYER_KEY.match(hf_key)
-    abstract = f"model.layers.{{}}.{match.group(2)}" if match else hf_key
-    if abstract not in FROM_HF:
-        return None
-    return FROM_HF[abstract].format(match.group(1)) if match else FROM_HF[abstract]
-
-
 def _is_tied(reader: CheckpointReader, shapes: dict[str, tuple[int, ...]]) -> bool:
     """HF drops a tied head; a TorchTitan DCP checkpoint stores it under both names, with equal values."""
     if "output.weight" not in shapes:
@@ -301,39 +285,15 @@ def _is_tied(reader: CheckpointReader, shapes: dict[str, tuple[int, ...]]) -> bo
     return torch.equal(reader.get("output.weight"), reader.get("tok_embeddings.weight"))
 
 
-def _hf_name(native: str) -> str:
-    match = _LAYER_KEY.match(native)
-    if match:
-        return TO_HF["layers.{}." + match.group(2)].format(match.group(1))
-    return TO_HF[native]
-
-
 def expected_shapes(args: Motif2ModelArgs, include_tied_output: bool = True) -> dict[str, tuple[int, ...]]:
-    """Native name -> shape of every parameter of a model with these args, in model order."""
-    d, dim, ffn = args.head_dim, args.dim, args.ffn_hidden_dim
-    per_layer = {
-        "attention.wq.weight": (args.n_heads * d, dim),
-        "attention.wk.weight": (args.n_kv_heads * d, dim),
-        "attention.wv.weight": (args.n_kv_heads * d, dim),
-        "attention.wo.weight": (dim, args.n_signal_heads * 2 * d),
-        "attention.lambda_q1": (d,), "attention.lambda_k1": (d,),
-        "attention.lambda_q2": (d,), "attention.lambda_k2": (d,),
-        "attention.subln.weight": (2 * d,),
-        "feed_forward.w1.weight": (ffn, dim),
-        "feed_forward.w2.weight": (dim, ffn),
-        "feed_forward.w3.weight": (ffn, dim),
-        "feed_forward.poly_norm.weight": (3,),
-        "feed_forward.poly_norm.bias": (1,),
-        "attention_norm.weight": (dim,),
-        "ffn_norm.weight": (dim,),
-    }
-    assert sorted(per_layer) == LAYER_KINDS, (sorted(per_layer), LAYER_KINDS)
-    shapes = {"tok_embeddings.weight": (args.vocab_size, dim)}
-    for i in range(args.n_layers):
-        shapes.update({f"layers.{i}.{kind}": shape for kind, shape in per_layer.items()})
-    shapes["norm.weight"] = (dim,)
-    if include_tied_output or not args.enable_weight_tying:
-        shapes["output.weight"] = (args.vocab_size, dim)
+    """Native name -> shape of every parameter of a model with these args, in model order: the state dict of the
+    model built on the meta device (a tied head is listed, as in that state dict, unless ``include_tied_output``
+    is False)."""
+    with torch.device("meta"):
+        model = Motif2Model(args)
+    shapes = {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
+    if args.enable_weight_tying and not include_tied_output:
+        del shapes["output.weight"]
     return shapes
 
 
@@ -346,8 +306,8 @@ def write_hf(directory: Path, shapes: dict[str, tuple[int, ...]], produce: Tenso
     adapter = Motif2StateDictAdapter(args, None)
     groups: dict[str, list[str]] = {}
     for key in shapes:
-        match = _LAYER_KEY.match(key)
-        group = f"layer{match.group(1)}" if match else ("embed" if key == "tok_embeddings.weight" else "final")
+        index = split_layer_index(key)[0]
+        group = f"layer{index}" if index is not None else ("embed" if key == "tok_embeddings.weight" else "final")
         groups.setdefault(group, []).append(key)
     weight_map, total = {}, 0
     for n, keys in enumerate(groups.values(), start=1):
@@ -369,6 +329,7 @@ def write_hf(directory: Path, shapes: dict[str, tuple[int, ...]], produce: Tenso
         config = dict(hf_config)
         config.update(hidden_size=args.dim, intermediate_size=args.ffn_hidden_dim, num_hidden_layers=args.n_layers,
                       num_attention_heads=args.n_heads, num_key_value_heads=args.n_kv_heads,
+                      num_noise_heads=args.n_noise_heads, head_dim=args.head_dim,  # loaders guess both wrong if absent
                       tie_word_embeddings=args.enable_weight_tying)
         (directory / "config.json").write_text(json.dumps(config, indent=2))
 

@@ -11,16 +11,20 @@ index (never stored). A source layer i that lands at target index i' != i would 
 - the (1 - lambda_init) scale after subln: the subln weight is multiplied by (1 - lambda_init(i)) /
   (1 - lambda_init(i')) (1 - lambda_init lies in [0.2, 1.01], never zero).
 Inserted copies get the same treatment, so they start computing their original's attention pattern.
+
+The depth rules (``depth_adjust_tensor``; which parameter follows which is ``UPSCALE_RULES`` in upscaler.py):
+``zero_in_identity`` (wo, w2), ``rescale_subln``, ``shift_lambda`` (the four vectors of a layer, together:
+``shift_lambda_vectors``) and ``keep``.
 """
 
 import math
 
 import torch
 
-from .plan import TargetLayer, depth_layer_map
+from .plan import TargetLayer
 
-LAMBDA_KINDS = ("attention.lambda_q1", "attention.lambda_k1", "attention.lambda_q2", "attention.lambda_k2")
-_ZEROED_IN_IDENTITY_COPIES = ("attention.wo.weight", "feed_forward.w2.weight")
+# GroupedDiffAttention's lambda vectors, in the order shift_lambda_vectors takes them
+LAMBDA_VECTORS = ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2")
 
 
 def _with_dot(q: torch.Tensor, k: torch.Tensor, target: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,27 +58,14 @@ def shift_lambda_vectors(lambda_q1: torch.Tensor, lambda_k1: torch.Tensor, lambd
     return q1, k1, q2, k2
 
 
-def depth_adjust_tensor(kind: str, tensor: torch.Tensor, layer: TargetLayer) -> torch.Tensor:
-    """The depth step for one non-lambda tensor of target ``layer`` (lambda vectors: ``shift_lambda_vectors``)."""
-    if layer.identity and kind in _ZEROED_IN_IDENTITY_COPIES:
-        return torch.zeros_like(tensor)
-    old, new = layer.lambda_init_shift
-    if kind == "attention.subln.weight" and old != new:
-        return tensor * ((1.0 - old) / (1.0 - new))
-    return tensor
-
-
-def expand_depth(state_dict: dict[str, torch.Tensor], n_layers: int, target_layers: int
-                 ) -> dict[str, torch.Tensor]:
-    """Expand a whole native state dict from ``n_layers`` to ``target_layers`` (see ``depth_layer_map``)."""
-    out = {key: t for key, t in state_dict.items() if not key.startswith("layers.")}
-    for layer in depth_layer_map(n_layers, target_layers):
-        src = f"layers.{layer.source}."
-        vectors = shift_lambda_vectors(*(state_dict[src + kind] for kind in LAMBDA_KINDS), *layer.lambda_init_shift)
-        for kind, vector in zip(LAMBDA_KINDS, vectors):
-            out[f"layers.{layer.index}.{kind}"] = vector.to(state_dict[src + kind].dtype)
-        for key, tensor in state_dict.items():
-            if key.startswith(src) and key[len(src):] not in LAMBDA_KINDS:
-                kind = key[len(src):]
-                out[f"layers.{layer.index}.{kind}"] = depth_adjust_tensor(kind, tensor, layer)
-    return out
+def depth_adjust_tensor(rule: str, tensor: torch.Tensor, layer: TargetLayer) -> torch.Tensor:
+    """The depth step for one tensor of target ``layer`` by its depth ``rule`` (``shift_lambda``: see
+    ``shift_lambda_vectors``)."""
+    if rule == "zero_in_identity":
+        return torch.zeros_like(tensor) if layer.identity else tensor
+    if rule == "rescale_subln":
+        old, new = layer.lambda_init_shift
+        return tensor * ((1.0 - old) / (1.0 - new)) if old != new else tensor
+    if rule == "keep":
+        return tensor
+    raise ValueError(f"depth expansion: unknown depth rule {rule!r}")

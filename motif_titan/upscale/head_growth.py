@@ -34,27 +34,14 @@ def grow_wo(wo: torch.Tensor, head_dim: int, copies: int, noise_snr_db: float | 
     return grown.reshape(dim, -1)
 
 
-def grow_heads_tensor(kind: str, tensor: torch.Tensor, n_groups: int, ratio: int, head_dim: int, copies: int,
+def grow_heads_tensor(rule: str, tensor: torch.Tensor, n_groups: int, ratio: int, head_dim: int, copies: int,
                       noise_snr_db: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The head-grown version of one tensor (only wq and wo change); ``kind`` is its name below ``layers.{i}.``."""
-    if copies == 1:
+    """The head-grown version of one tensor by its heads ``rule``: ``copy_signal_heads`` (wq rows),
+    ``share_signal_heads`` (wo columns) or ``keep`` (everything else: kv heads, noise maps, lambda, subln)."""
+    if rule == "keep":
         return tensor
-    if kind == "attention.wq.weight":
+    if rule == "copy_signal_heads":
         return grow_wq(tensor, n_groups, ratio, head_dim, copies)
-    if kind == "attention.wo.weight":
+    if rule == "share_signal_heads":
         return grow_wo(tensor, head_dim, copies, noise_snr_db, generator)
-    return tensor
-
-
-def grow_gda_heads(state_dict: dict[str, torch.Tensor], n_groups: int, ratio: int, head_dim: int,
-                   target_ratio: int) -> dict[str, torch.Tensor]:
-    """Grow every layer of a native state dict from ``ratio`` to ``target_ratio`` signal heads per group
-    (symmetric: no noise)."""
-    if target_ratio % ratio:
-        raise ValueError(f"target_ratio = {target_ratio} must be a multiple of ratio = {ratio}")
-    copies = target_ratio // ratio
-    return {
-        key: grow_heads_tensor(key.split(".", 2)[2], t, n_groups, ratio, head_dim, copies)
-        if key.startswith("layers.") else t
-        for key, t in state_dict.items()
-    }
+    raise ValueError(f"GDA head growth: unknown heads rule {rule!r}")

@@ -1,18 +1,21 @@
 """Width expansion by hypercloning (Samragh et al. 2024, "Scaling Smart"), symmetric and noisy variants.
 
 With width factor m the residual stream of the upscaled model is the source's stream tiled m times,
-[x, x, ..., x], and every FFN hidden activation is tiled the same way. What each tensor becomes:
+[x, x, ..., x], and every FFN hidden activation is tiled the same way. The width rules (``hyperclone_tensor``;
+which parameter follows which is ``UPSCALE_RULES`` in upscaler.py):
 
-- embedding (vocab x dim): rows tiled along the hidden dim, no division, so the stream starts as a tile;
-- a linear whose input is tiled (wq, wk, wv, w1, w3, w2, output head): column blocks W / m, so m equal input
-  copies sum back to W x; if its output is also tiled (w1, w3, w2) the rows are tiled too;
-- wo: its input (the concatenated signal heads) is not widened (head counts and head_dim stay), only its
-  output rows are tiled, without division;
-- RMSNorm weights (attention_norm, ffn_norm, final norm): tiled. mean([x, .., x]^2) = mean(x^2) and eps is added
-  to that mean, so the normalization is exact; PolyNorm normalizes each power by the mean over the FFN hidden
-  dim (eps added to the mean too), so it is exact as well and its 3 weights and bias are kept;
-- subln weight (per head, 2 * head_dim) and the four lambda vectors (head_dim): unchanged, as heads are not
-  widened; the layer's lambda, and so lambda_init, is kept.
+- ``tile_columns`` (embedding, vocab x dim): rows tiled along the hidden dim, no division, so the stream starts
+  as a tile;
+- ``divide_columns`` (a linear whose input is tiled and output is not: wq, wk, wv, output head) and
+  ``divide_columns_tile_rows`` (input and output tiled: w1, w3, w2): column blocks W / m, so m equal input copies
+  sum back to W x, rows tiled too when the output is tiled;
+- ``tile_rows`` (wo): its input (the concatenated signal heads) is not widened (head counts and head_dim stay),
+  only its output rows are tiled, without division;
+- ``tile`` (RMSNorm weights: attention_norm, ffn_norm, final norm): tiled. mean([x, .., x]^2) = mean(x^2) and eps
+  is added to that mean, so the normalization is exact;
+- ``keep``: PolyNorm normalizes each power by the mean over the FFN hidden dim (eps added to the mean too), so it
+  is exact with its 3 weights and bias kept; subln weight (per head, 2 * head_dim) and the four lambda vectors
+  (head_dim) are unchanged as heads are not widened, and the layer's lambda, and so lambda_init, is kept.
 
 Noisy variant: every column block of a linear with tiled input gets its own noise N_t, with the m blocks' noises
 summing to zero (for m = 2 that is +N / -N). The m input copies being equal, the noise cancels exactly in real
@@ -24,14 +27,6 @@ import math
 import zlib
 
 import torch
-
-# Kinds (parameter names below ``layers.{i}.`` or at the top level) and how width cloning treats them.
-_TILE_ROWS_AND_COLS = ("feed_forward.w1.weight", "feed_forward.w3.weight", "feed_forward.w2.weight")
-_TILE_COLS = ("attention.wq.weight", "attention.wk.weight", "attention.wv.weight", "output.weight")
-_TILE_ROWS_NO_DIVISION = ("attention.wo.weight",)
-_TILE_VECTOR = ("attention_norm.weight", "ffn_norm.weight", "norm.weight")
-_UNCHANGED = ("attention.lambda_q1", "attention.lambda_k1", "attention.lambda_q2", "attention.lambda_k2",
-              "attention.subln.weight", "feed_forward.poly_norm.weight", "feed_forward.poly_norm.bias")
 
 
 def noise_generator(seed: int, key: str) -> torch.Generator:
@@ -66,33 +61,20 @@ def hyperclone_linear(weight: torch.Tensor, in_factor: int, out_factor: int, noi
     return torch.cat([block + noise[t] for t in range(in_factor)], dim=1)
 
 
-def hyperclone_tensor(kind: str, tensor: torch.Tensor, width_factor: int, noise_snr_db: float | None = None,
+def hyperclone_tensor(rule: str, tensor: torch.Tensor, width_factor: int, noise_snr_db: float | None = None,
                       generator: torch.Generator | None = None) -> torch.Tensor:
-    """The width-cloned version of one tensor; ``kind`` is its name without the ``layers.{i}.`` prefix."""
+    """The width-cloned version of one tensor, by its width ``rule`` (see the module docstring)."""
     m = width_factor
-    if m == 1:
-        return tensor
-    if kind == "tok_embeddings.weight":
+    if rule == "tile_columns":
         return tensor.repeat(1, m)
-    if kind in _TILE_ROWS_AND_COLS:
+    if rule == "divide_columns_tile_rows":
         return hyperclone_linear(tensor, m, m, noise_snr_db, generator)
-    if kind in _TILE_COLS:
+    if rule == "divide_columns":
         return hyperclone_linear(tensor, m, 1, noise_snr_db, generator)
-    if kind in _TILE_ROWS_NO_DIVISION:
+    if rule == "tile_rows":
         return tensor.repeat(m, 1)
-    if kind in _TILE_VECTOR:
+    if rule == "tile":
         return tensor.repeat(m)
-    if kind in _UNCHANGED:
+    if rule == "keep":
         return tensor
-    raise KeyError(f"hypercloning: no rule for Motif-2 tensor {kind!r}")
-
-
-def hyperclone_width(state_dict: dict[str, torch.Tensor], width_factor: int, noise_snr_db: float | None = None,
-                     seed: int = 0) -> dict[str, torch.Tensor]:
-    """Hyperclone a whole native (motif_titan) state dict. A tied ``output.weight`` must be present as its own
-    entry: after cloning the head and the embedding differ."""
-    out = {}
-    for key, tensor in state_dict.items():
-        kind = key.split(".", 2)[2] if key.startswith("layers.") else key
-        out[key] = hyperclone_tensor(kind, tensor, width_factor, noise_snr_db, noise_generator(seed, key))
-    return out
+    raise ValueError(f"hypercloning: unknown width rule {rule!r}")

@@ -12,20 +12,13 @@ import torch
 from safetensors.torch import save_file
 
 from motif_titan.model import Motif2Model, Motif2ModelArgs, Motif2StateDictAdapter, lambda_init_for_layer, motif2_args
-from motif_titan.upscale import (
-    UpscaleSpec,
-    depth_layer_map,
-    expand_depth,
-    grow_gda_heads,
-    hyperclone_width,
-    plan_upscale,
-    shift_lambda_vectors,
-)
+from motif_titan.model.state_dict_adapter import TO_HF, split_layer_index
+from motif_titan.upscale import UPSCALE_RULES, UpscaleSpec, depth_layer_map, plan_upscale, shift_lambda_vectors
 from motif_titan.upscale import upscaler
 from motif_titan.upscale.__main__ import main, run
-from motif_titan.upscale.checkpoint_io import infer_model_args, open_checkpoint
+from motif_titan.upscale.checkpoint_io import CheckpointReader, expected_shapes, infer_model_args, open_checkpoint
 from motif_titan.upscale.hypercloning import hyperclone_linear, noise_generator
-from motif_titan.upscale.plan import count_parameters
+from motif_titan.upscale.plan import TargetLayer, count_parameters
 
 # A Motif-2.6B look-alike, tiny: plain differential attention (1 signal head per group), tied embeddings,
 # 8 layers so that +25% depth (8 -> 10) moves layers 4..7 to new indices.
@@ -200,31 +193,57 @@ def _logits(args: Motif2ModelArgs, state: dict) -> torch.Tensor:
     return model(TOKENS)
 
 
-def test_step_functions_compose_on_state_dicts():
-    """The library functions (not the streaming CLI) give the same function; and depth expansion without the
-    lambda / subln compensation would not, which is what the logits tests guard."""
+class StateDictReader(CheckpointReader):
+    """A source held in memory, for the Upscaler without files."""
+
+    path, format, hf_config = Path("in-memory"), "memory", {}
+
+    def __init__(self, state: dict[str, torch.Tensor]):
+        self.state = state
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {key: tuple(t.shape) for key, t in self.state.items()}
+
+    def get(self, key: str) -> torch.Tensor:
+        return self.state[key]
+
+
+def _upscaled(state: dict, source: Motif2ModelArgs, spec: UpscaleSpec) -> tuple[Motif2ModelArgs, dict]:
+    plan = plan_upscale(source, spec)
+    up = upscaler.Upscaler(plan, StateDictReader(state), torch.float64)
+    return plan.target, {key: up.tensor(key) for key in up.shapes}
+
+
+def test_step_functions_compose_on_state_dicts(monkeypatch):
+    """The Upscaler (not the CLI's files) gives the same function step after step: width, then heads, then depth;
+    and depth expansion without the lambda / subln compensation would not, which is what the logits tests guard."""
     model = random_model(SOURCE)
     state = dict(model.state_dict())
     reference = model(TOKENS)
-    wide = hyperclone_width(state, 2)
-    wide_args = Motif2ModelArgs(**{**SOURCE.__dict__, "dim": 32, "ffn_hidden_dim": 64, "enable_weight_tying": False})
+    wide_args, wide = _upscaled(state, SOURCE, UpscaleSpec(width_factor=2))
+    assert (wide_args.dim, wide_args.enable_weight_tying) == (32, False)
     assert rel_error(_logits(wide_args, wide), reference) <= 1e-10
-    grown = grow_gda_heads(wide, n_groups=2, ratio=1, head_dim=4, target_ratio=3)
-    grown_args = Motif2ModelArgs(**{**wide_args.__dict__, "n_heads": 8})
+    grown_args, grown = _upscaled(wide, wide_args, UpscaleSpec(signal_heads_per_group=3))
+    assert grown_args.n_heads == 8
     assert rel_error(_logits(grown_args, grown), reference) <= 1e-10
-    deep = expand_depth(grown, 8, 16)
-    deep_args = Motif2ModelArgs(**{**grown_args.__dict__, "n_layers": 16})
+    deep_args, deep = _upscaled(grown, grown_args, UpscaleSpec(num_layers=16))
     assert rel_error(_logits(deep_args, deep), reference) <= 1e-10
 
-    naive = {}  # LLaMA-Pro copies without re-solving lambda and subln for the new layer indices
-    for layer in depth_layer_map(8, 16):
-        for key, t in grown.items():
-            if key.startswith(f"layers.{layer.source}."):
-                kind = key.split(".", 2)[2]
-                zero = layer.identity and kind in ("attention.wo.weight", "feed_forward.w2.weight")
-                naive[f"layers.{layer.index}.{kind}"] = torch.zeros_like(t) if zero else t
-    naive.update({k: v for k, v in grown.items() if not k.startswith("layers.")})
+    # LLaMA-Pro copies without re-solving lambda and subln for the new layer indices
+    monkeypatch.setattr(TargetLayer, "lambda_init_shift", property(lambda layer: (0.5, 0.5)))
+    _, naive = _upscaled(grown, grown_args, UpscaleSpec(num_layers=16))
     assert rel_error(_logits(deep_args, naive), reference) > 1e-3
+
+
+def test_every_parameter_has_one_upscale_rule_and_one_hf_name(monkeypatch):
+    """The model's state dict (meta device) names the parameters; the adapter and the rule table cover exactly
+    those, and a parameter without a rule is refused, named, before anything is read."""
+    names = {split_layer_index(key)[1] for key in expected_shapes(SOURCE)}
+    assert names == set(UPSCALE_RULES) == set(TO_HF)
+    monkeypatch.delitem(UPSCALE_RULES, "layers.{}.feed_forward.poly_norm.bias")
+    with pytest.raises(ValueError, match=r"no upscale rule for the Motif-2 parameter "
+                                         r"'layers\.\{\}\.feed_forward\.poly_norm\.bias'"):
+        upscaler.Upscaler(plan_upscale(SOURCE, UpscaleSpec()), StateDictReader({}), torch.float32)
 
 
 def test_noisy_hypercloning_blocks_differ_at_the_asked_snr_and_cancel():
