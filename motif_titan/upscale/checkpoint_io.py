@@ -128,6 +128,10 @@ class CheckpointReader:
     def get(self, key: str) -> torch.Tensor:
         raise NotImplementedError
 
+    def get_many(self, keys: list[str]) -> dict[str, torch.Tensor]:
+        """Several tensors at once (a layer's): a format may read them in one pass."""
+        return {key: self.get(key) for key in keys}
+
 
 class HFSafetensorsReader(CheckpointReader):
     format = "hf"
@@ -170,6 +174,18 @@ def _is_motif2_name(key: str) -> bool:
     return True
 
 
+class _ReaderOfReadMetadata(FileSystemReader):
+    """A FileSystemReader that hands ``dcp.load`` metadata read once: by itself it unpickles ``.metadata`` again on
+    every call, i.e. for every tensor the upscaler streams."""
+
+    def __init__(self, path: Path, metadata):
+        super().__init__(str(path))
+        self._metadata = metadata
+
+    def read_metadata(self, *args, **kwargs):
+        return self._metadata
+
+
 class DCPReader(CheckpointReader):
     format = "dcp"
 
@@ -190,16 +206,21 @@ class DCPReader(CheckpointReader):
                                      "parameter")
             self._meta[key] = meta
         check_dcp_storage(path, metadata, self._meta)
+        self._reader = _ReaderOfReadMetadata(path, metadata)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {key: tuple(meta.size) for key, meta in self._meta.items()}
 
     def get(self, key: str) -> torch.Tensor:
-        meta = self._meta[key]
-        state = {key: torch.empty(tuple(meta.size), dtype=meta.properties.dtype)}
+        return self.get_many([key])[key]
+
+    def get_many(self, keys: list[str]) -> dict[str, torch.Tensor]:
+        """One ``dcp.load`` for all ``keys`` (each call plans over the whole checkpoint's metadata)."""
+        state = {key: torch.empty(tuple(self._meta[key].size), dtype=self._meta[key].properties.dtype)
+                 for key in keys}
         with _single_process_dcp():
-            dcp.load(state, checkpoint_id=str(self.path), no_dist=True)
-        return state[key]
+            dcp.load(state, storage_reader=self._reader, no_dist=True)
+        return state
 
 
 @contextlib.contextmanager

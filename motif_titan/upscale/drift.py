@@ -27,9 +27,9 @@ def streamed_logits(reader: CheckpointReader, args: Motif2ModelArgs, tokens: tor
     for index, block in model.layers.items():
         prefix = f"layers.{index}."
         block.to_empty(device="cpu").double()
-        block.load_state_dict(
-            {name: reader.get(prefix + name) for name, _ in block.named_parameters()}, strict=True
-        )
+        names = [name for name, _ in block.named_parameters()]
+        tensors = reader.get_many([prefix + name for name in names])
+        block.load_state_dict({name: tensors[prefix + name] for name in names}, strict=True)
         h = block(h, rope_cache, None)
         block.to_empty(device="meta")
     h = torch.nn.functional.rms_norm(h, (args.dim,), reader.get("norm.weight").double(), args.norm_eps)

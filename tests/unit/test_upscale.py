@@ -52,7 +52,7 @@ def load_written(directory: Path, dtype: torch.dtype) -> Motif2Model:
     reader = open_checkpoint(directory)
     args = infer_model_args(reader)
     model = Motif2Model(args).to(dtype)
-    state = {key: reader.get(key) for key in reader.shapes()}
+    state = reader.get_many(list(reader.shapes()))
     if args.enable_weight_tying:
         state.setdefault("output.weight", state["tok_embeddings.weight"])
     model.load_state_dict(state, strict=True)
