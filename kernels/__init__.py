@@ -8,7 +8,13 @@ Benchmark: ``benchmarks/polynorm.py`` at the top of the repo; results in ``bench
 """
 
 from .polynorm import BACKENDS, poly_norm, poly_norm_mul
-from .polynorm_reference import poly_norm_mul_reference, poly_norm_reference, polynorm_row_moments
+from .polynorm_reference import (
+    poly_norm_from_moments,
+    poly_norm_mul_reference,
+    poly_norm_reference,
+    polynorm_row_moments,
+    upcast,
+)
 
 __all__ = [
     "BACKENDS",
@@ -17,4 +23,6 @@ __all__ = [
     "poly_norm_reference",
     "poly_norm_mul_reference",
     "polynorm_row_moments",
+    "poly_norm_from_moments",
+    "upcast",
 ]

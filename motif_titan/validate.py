@@ -15,8 +15,13 @@ Sites, one per rule:
   ``motif_titan.optim.builder.validate_muon_config``, ``[model] gda_value_path`` in
   ``motif_titan.model.args.validate_model_fields``, ``[curriculum]`` in
   ``motif_titan.data.curriculum.validate_curriculum_fields`` / ``parse_curriculum`` and
-  ``motif_titan.data.ramps.validate_ramps``; a motif2 flavor checks the job against its shapes in
-  ``Motif2ModelArgs.update_from_config``. ``validate_job_config`` runs them all, in that order.
+  ``motif_titan.data.ramps.validate_ramps``; ``[guard]`` in ``GuardConfig`` (when the section is read) and
+  against ``[parallelism]`` in ``motif_titan.infra.nonfinite_guard.check_guard_with_parallelism``.
+* a motif2 flavor takes what the model needs of the job (sequence length, GDA value path, resolved once) in
+  ``Motif2ModelArgs.update_from_config``; the job's parallelism and converters are checked against the flavor in
+  ``motif_titan.infra.job_rules.check_motif2_job``.
+
+``validate_job_config`` runs them all, in that order; the code that builds the job trusts what passed.
 
 Data files are checked where they are read (the dataloader builders run before the model is built): errors name
 the file and the 1-based line.
@@ -184,6 +189,7 @@ def check_config_file(args: list[str]) -> None:
 
 # -- TorchTitan's fields ------------------------------------------------------------------------------------------
 
+FSDP_RESHARD_POLICIES = ("always", "never", "default")
 DEGREES = ("data_parallel_replicate_degree", "data_parallel_shard_degree", "context_parallel_degree",
            "tensor_parallel_degree", "pipeline_parallel_degree")
 DECAY_TYPES = ("linear", "sqrt", "cosine")
@@ -280,6 +286,9 @@ def check_torchtitan_fields(job_config, world_size: int | None) -> None:
     expect_bool("compile.enable", job_config.compile.enable)
 
     dp = check_parallel_degrees(job_config.parallelism, world_size)
+    if job_config.parallelism.fsdp_reshard_after_forward not in FSDP_RESHARD_POLICIES:
+        refuse("parallelism.fsdp_reshard_after_forward", job_config.parallelism.fsdp_reshard_after_forward,
+               list(FSDP_RESHARD_POLICIES))
     rows = training.local_batch_size * dp
     if training.global_batch_size > 0 and training.global_batch_size % rows:
         refuse("training.global_batch_size", training.global_batch_size,
@@ -318,8 +327,15 @@ def validate_job_config(job_config, world_size: int | None) -> None:
             from motif_titan.data.curriculum_dataloader import build_curriculum_plan
 
             build_curriculum_plan(curriculum, job_config.training, data_parallel_degree(job_config, world_size))
+    guard = getattr(job_config, "guard", None)
+    if guard is not None:  # its fields are checked when the section is read (GuardConfig.__post_init__)
+        from motif_titan.infra.nonfinite_guard import check_guard_with_parallelism
+
+        check_guard_with_parallelism(guard, job_config.parallelism)
     if job_config.model.name == "motif2":
+        from motif_titan.infra.job_rules import check_motif2_job
         from motif_titan.model import motif2_args
 
         args = dataclasses.replace(motif2_args[job_config.model.flavor])  # a copy: update_from_config sets fields
         args.update_from_config(job_config)
+        check_motif2_job(args, job_config, world_size)

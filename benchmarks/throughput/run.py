@@ -38,8 +38,8 @@ FP8_ROWWISE = ["--model.converters", "quantize.linear.float8_auto_filter", "--qu
                "rowwise", "--quantize.linear.float8.filter_fqns", "output"]
 FP8_ROWWISE_UNFILTERED = ["--model.converters", "quantize.linear.float8", "--quantize.linear.float8.recipe_name",
                           "rowwise", "--quantize.linear.float8.filter_fqns", "output"]
-SLICE_12_7B = ["--model.name", "motif2_slices", "--model.flavor", "12.7B_8layers", "--experimental.custom_import",
-               "motif2_slices", "--training.local_batch_size", "2"]
+SLICES = ["--model.name", "motif2_slices", "--experimental.custom_import", "motif2_slices"]  # motif2_slices.py
+SLICE_12_7B = SLICES + ["--model.flavor", "12.7B_8layers", "--training.local_batch_size", "2"]
 LLAMA3 = ["--model.name", "llama3_baseline", "--model.flavor", "1B", "--experimental.custom_import",
           "llama3_baseline"]
 VARIANTS = {
@@ -47,7 +47,7 @@ VARIANTS = {
     "motif2_fp8_rowwise_gw_hp": FP8_ROWWISE_GW_HP,
     "motif2_fp8_rowwise": FP8_ROWWISE,
     "motif2_fp8_rowwise_unfiltered": FP8_ROWWISE_UNFILTERED,
-    "motif2_bf16_polynorm_torch": ["--model.flavor", "1B_polynorm_torch"],
+    "motif2_bf16_polynorm_torch": SLICES + ["--model.flavor", "1B_polynorm_torch"],
     "motif2_bf16_split_value": ["--model.gda_value_path", "split"],
     "motif2_bf16_joint_value": ["--model.gda_value_path", "joint"],
     "motif2_bf16_joint_noise_value": ["--model.gda_value_path", "joint_noise"],

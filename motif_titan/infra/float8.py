@@ -24,7 +24,7 @@ from torchtitan.protocols.model_converter import register_model_converter
 
 FLOAT8_CONVERTER = "quantize.linear.float8"
 FLOAT8_AUTO_FILTER_CONVERTER = "quantize.linear.float8_auto_filter"
-FLOAT8_CONVERTERS = (FLOAT8_CONVERTER, FLOAT8_AUTO_FILTER_CONVERTER)
+FLOAT8_CONVERTERS = (FLOAT8_CONVERTER, FLOAT8_AUTO_FILTER_CONVERTER)  # the converters motif2 takes
 ROWWISE_RECIPES = ("rowwise_with_gw_hp", "rowwise")
 
 
@@ -34,15 +34,20 @@ def large_enough_for_rowwise_fp8(linear: nn.Linear) -> bool:
     return not (n <= 2048 or k <= 1024 or (n <= 4096 and k <= 2048))
 
 
+def check_auto_filter_recipe(recipe: str | None) -> None:
+    """The auto filter's thresholds are torchao's row-wise ones: other recipes are refused."""
+    if recipe not in ROWWISE_RECIPES:
+        raise ValueError(f"quantize.linear.float8.recipe_name = {recipe!r}; allowed with "
+                         f"{FLOAT8_AUTO_FILTER_CONVERTER!r}: {list(ROWWISE_RECIPES)}")
+
+
 class Float8AutoFilterConverter(Float8LinearConverter):
     """TorchTitan's ``Float8LinearConverter`` (``[quantize.linear.float8]``: recipe, filter_fqns, emulate) that also
-    keeps linears too small for row-wise FP8 in BF16."""
+    keeps linears too small for row-wise FP8 in BF16. A motif2 job's recipe is checked before anything is built
+    (``motif_titan.infra.job_rules.check_converters``); other TorchTitan models get the same check here."""
 
     def __init__(self, job_config, parallel_dims):
-        recipe = job_config.quantize.linear.float8.recipe_name
-        if recipe not in ROWWISE_RECIPES:
-            raise ValueError(f"quantize.linear.float8.recipe_name = {recipe!r}; allowed with "
-                             f"{FLOAT8_AUTO_FILTER_CONVERTER!r}: {list(ROWWISE_RECIPES)}")
+        check_auto_filter_recipe(job_config.quantize.linear.float8.recipe_name)
         super().__init__(job_config, parallel_dims)
         by_name = self.filter_fn
         self.filter_fn = lambda module, fqn: by_name(module, fqn) and large_enough_for_rowwise_fp8(module)

@@ -58,6 +58,13 @@ class GuardConfig:
                              f"integers >= 1 (got {bad})")
 
 
+def check_guard_with_parallelism(guard: GuardConfig, parallelism) -> None:
+    """``[guard]`` against ``[parallelism]`` (checked by motif_titan.validate.validate_job_config)."""
+    if guard.on_nonfinite == "skip" and parallelism.pipeline_parallel_degree > 1:
+        raise ValueError("guard.on_nonfinite = 'skip' is not supported with pipeline parallelism "
+                         "(parallelism.pipeline_parallel_degree > 1): use 'stop'")
+
+
 class NonFiniteStepError(RuntimeError):
     pass
 
@@ -67,9 +74,6 @@ class NonfiniteGuard:
     backward; the check runs after the last one."""
 
     def __init__(self, config: GuardConfig, model_parts: list[torch.nn.Module], parallel_dims, device):
-        if config.on_nonfinite == "skip" and parallel_dims.pp_enabled:
-            raise ValueError("guard.on_nonfinite = 'skip' is not supported with pipeline parallelism "
-                             "(parallelism.pipeline_parallel_degree > 1): use 'stop'")
         self.config = config
         self.model_parts = model_parts
         self.parallel_dims = parallel_dims

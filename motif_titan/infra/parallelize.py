@@ -2,8 +2,8 @@
 checkpointing, per-block torch.compile, FSDP/HSDP.
 
 Mirrors TorchTitan's ``parallelize_llama`` order (TP -> CP -> AC -> compile -> FSDP) and reuses its helpers.
-Unsupported layouts (TP degrees that split a GDA group, sequences that do not split evenly) are rejected earlier,
-in ``Motif2ModelArgs.update_from_config``, naming the TOML field; the checks here guard direct callers.
+Unsupported layouts (TP degrees that split a GDA group, sequences that do not split evenly, ...) are refused before
+anything is built, naming the TOML field (``motif_titan.infra.job_rules``); the functions here trust the job.
 
 Tensor parallel plan (``apply_tp``): GDA's head layout keeps every group in a contiguous block of rows: group g is
 q heads (R+1)g .. (R+1)g+R (R signal heads, then the noise head), kv heads 2g (K1/V1) and 2g+1 (K2/V2), and
@@ -31,48 +31,29 @@ from torchtitan.distributed import ParallelDims
 from torchtitan.distributed.activation_checkpoint import apply_ac
 from torchtitan.distributed.context_parallel import apply_cp_to_attention_module
 from torchtitan.distributed.tensor_parallel import maybe_enable_async_tp
+from torchtitan.models.llama3.infra.parallelize import _op_sac_save_list as _LLAMA3_OP_SAC_SAVE_LIST
 from torchtitan.models.llama3.infra.parallelize import apply_compile, disable_fsdp_gradient_division
-from torchtitan.tools import utils as tt_utils
 from torchtitan.tools.logging import logger
 
-from motif_titan.model.args import Motif2ModelArgs
 from motif_titan.model.model import GroupedDiffAttention
 
 from .tensor_parallel_polynorm import TensorParallelPolyNorm
 
-# Ops whose outputs selective AC keeps instead of recomputing (TorchTitan's llama3 list, which covers the
-# matmuls and every attention backend GDA calls).
-_OP_SAC_SAVE_LIST = {
-    torch.ops.aten.mm.default,
-    torch.ops.aten._scaled_dot_product_efficient_attention.default,
-    torch.ops.aten._scaled_dot_product_flash_attention.default,
-    torch.ops.aten._scaled_dot_product_cudnn_attention.default,
-    torch.ops.aten._scaled_dot_product_attention_math.default,
-    torch.ops.aten._scaled_dot_product_fused_attention_overrideable.default,
-    torch.ops._c10d_functional.reduce_scatter_tensor.default,
-    torch.ops.aten.max.default,
-    torch._higher_order_ops.flex_attention,
-}
+# Ops whose outputs selective AC keeps instead of recomputing: TorchTitan's llama3 list, which covers the matmuls
+# and every attention backend GDA calls (SDPA kernels, flex attention), so GDA adds nothing to it.
+_OP_SAC_SAVE_LIST = set(_LLAMA3_OP_SAC_SAVE_LIST)
 
 
 def parallelize_motif2(model: nn.Module, parallel_dims: ParallelDims, job_config: JobConfig) -> nn.Module:
     """TorchTitan's ``parallelize_fn`` for motif2: TP, AC, compile and FSDP/HSDP as the config asks. Called on
     the whole model, or on each pipeline stage (``pipeline_motif2``), whose missing parts are None."""
     if parallel_dims.tp_enabled:
-        check_tp_layout(model.model_args, parallel_dims.tp, job_config.training.seq_len)
         tp_mesh = parallel_dims.get_mesh("tp")
         apply_tp(model, tp_mesh, loss_parallel=not job_config.parallelism.disable_loss_parallel)
         maybe_enable_async_tp(job_config, tp_mesh)
     if parallel_dims.cp_enabled:
         # Each GDA layer calls its inner attention module four times (signal and noise maps, two V halves); the
         # plan wraps the module, so every call runs as ring attention (SDPA) or against all-gathered K/V (flex).
-        model.model_args.check_context_parallel(parallel_dims.cp, job_config)
-        device_type = tt_utils.device_type  # read now: motif_titan.train's CPU shims rebind it to "cpu"
-        if model.model_args.attn_type == "sdpa" and device_type != "cuda":
-            raise NotImplementedError(
-                f"parallelism.context_parallel_degree = {parallel_dims.cp} on {device_type}: ring attention for "
-                f"SDPA runs CUDA attention kernels (flash / efficient / cuDNN) only; allowed on {device_type}: 1"
-            )
         apply_cp(model, parallel_dims.get_mesh("cp"))
 
     model_compile_enabled = job_config.compile.enable and "model" in job_config.compile.components
@@ -99,21 +80,14 @@ def parallelize_motif2(model: nn.Module, parallel_dims: ParallelDims, job_config
             reshard_after_forward_policy=job_config.parallelism.fsdp_reshard_after_forward,
         )
         logger.info("Applied %s to the model", "HSDP" if parallel_dims.dp_replicate_enabled else "FSDP")
-    elif parallel_dims.dp_replicate_enabled:
-        raise NotImplementedError(
-            "parallelism.data_parallel_replicate_degree > 1 without sharding (DDP) is not supported for motif2; "
-            "use data_parallel_shard_degree (FSDP) or both (HSDP)"
-        )
     return model
 
 
 def apply_cp(model: nn.Module, cp_mesh: DeviceMesh) -> None:
     """Context parallelism: TorchTitan's plan on every layer's ``inner_attention`` (the module each of GDA's four
-    attention calls per layer goes through), and the cp mesh on each attention for the max-logit recording."""
+    attention calls per layer goes through)."""
     attentions = [block.attention for block in model.layers.values() if block is not None]
     apply_cp_to_attention_module([a.inner_attention for a in attentions], cp_mesh, model.model_args.attn_type)
-    for attention in attentions:
-        attention.cp_mesh = cp_mesh
 
 
 def apply_fsdp(
@@ -133,12 +107,7 @@ def apply_fsdp(
                                                                             reduce_dtype=reduce_dtype)}
     if cpu_offload:
         fsdp_config["offload_policy"] = CPUOffloadPolicy()
-    policies = {"always": True, "never": False, "default": not pp_enabled}
-    if reshard_after_forward_policy not in policies:
-        raise ValueError(
-            f"parallelism.fsdp_reshard_after_forward = {reshard_after_forward_policy!r}; allowed: {list(policies)}"
-        )
-    reshard_after_forward = policies[reshard_after_forward_policy]
+    reshard_after_forward = {"always": True, "never": False, "default": not pp_enabled}[reshard_after_forward_policy]
 
     tied = model.model_args.enable_weight_tying
     if not tied and model.tok_embeddings is not None:
@@ -153,17 +122,6 @@ def apply_fsdp(
     disable_fsdp_gradient_division(model)
 
 
-def check_tp_layout(model_args: Motif2ModelArgs, tp_degree: int, seq_len: int) -> None:
-    """Raise, naming the TOML field, when ``tp_degree`` would split a GDA group (or the FFN hidden dim, or the
-    vocabulary) across ranks, or when the sequence does not split evenly for the sequence-parallel norms."""
-    model_args.check_tp_degree(tp_degree)
-    if seq_len % tp_degree:
-        raise ValueError(
-            f"training.seq_len = {seq_len} must be a multiple of parallelism.tensor_parallel_degree = "
-            f"{tp_degree} (the sequence-parallel norms split the sequence evenly)"
-        )
-
-
 def _replicate_parameters(module: nn.Module, mesh: DeviceMesh) -> None:
     """Turn ``module``'s own parameters into DTensors replicated over ``mesh`` (same names, same values)."""
     for name, param in list(module.named_parameters(recurse=False)):
@@ -175,7 +133,6 @@ def apply_tp(model: nn.Module, tp_mesh: DeviceMesh, loss_parallel: bool) -> None
     """Tensor + sequence parallelism over ``tp_mesh`` (see the module docstring for the GDA plan)."""
     model_args = model.model_args
     tp = tp_mesh.size()
-    model_args.check_tp_degree(tp)
 
     edges = {
         "tok_embeddings": RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1)),
@@ -192,7 +149,6 @@ def apply_tp(model: nn.Module, tp_mesh: DeviceMesh, loss_parallel: bool) -> None
         # Both sides were distributed as Shard(0) over the vocabulary, into two Parameters: share one again.
         model.output.weight = model.tok_embeddings.weight
 
-    q_heads_per_rank = model_args.n_heads // tp
     for block in model.layers.values():
         parallelize_module(block, tp_mesh, {
             "attention_norm": SequenceParallel(),
@@ -216,7 +172,6 @@ def apply_tp(model: nn.Module, tp_mesh: DeviceMesh, loss_parallel: bool) -> None
         attention: GroupedDiffAttention = block.attention
         _replicate_parameters(attention, tp_mesh)  # lambda_q1, lambda_k1, lambda_q2, lambda_k2
         _replicate_parameters(attention.subln, tp_mesh)
-        attention.local_q_head_offset = tp_mesh.get_local_rank() * q_heads_per_rank
         ffn = block.feed_forward
         ffn.poly_norm = TensorParallelPolyNorm(ffn.poly_norm, tp_mesh)
         _replicate_parameters(ffn.poly_norm, tp_mesh)

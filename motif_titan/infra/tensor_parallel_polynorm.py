@@ -2,22 +2,20 @@
 
 PolyNorm normalizes x, x^2 and x^3 by the RMS over the whole hidden dim, so with the hidden dim split across the
 tp group every rank first sums x^2, x^4, x^6 over its own channels, the three sums are all-reduced, and each rank
-then normalizes its channels with the global moments. The all-reduce is differentiable (sum in both directions):
-every rank applies the summed moments to its own channels only, so the gradient of one rank's partial sums is the
-sum of every rank's contribution. The fused Triton kernel needs whole rows; this path is plain PyTorch in fp32
-(torch.compile fuses it), one downcast at the end, like the reference.
+then normalizes its channels with the global moments (the reference's formula, ``poly_norm_from_moments``). The
+all-reduce is differentiable (sum in both directions): every rank applies the summed moments to its own channels
+only, so the gradient of one rank's partial sums is the sum of every rank's contribution. The fused Triton kernel
+needs whole rows; this path is plain PyTorch in fp32 (torch.compile fuses it), one downcast at the end, like the
+reference.
 """
 
 import torch
 import torch.distributed._functional_collectives as funcol
 from torch.distributed.device_mesh import DeviceMesh
 
+from motif_titan.kernels import poly_norm_from_moments, upcast
 from motif_titan.model import PolyNorm
 from motif_titan.model.model import local_replicated
-
-
-def _upcast(x: torch.Tensor) -> torch.Tensor:
-    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def _all_reduce_sum(t: torch.Tensor, group_name: str) -> torch.Tensor:
@@ -55,14 +53,10 @@ class TensorParallelPolyNorm(PolyNorm):
         self.tp_mesh = tp_mesh
 
     def forward(self, x: torch.Tensor, mul: torch.Tensor) -> torch.Tensor:
-        xf = _upcast(x)
+        xf = upcast(x)
         x2 = xf * xf
         x4 = x2 * x2
         local_sums = torch.stack([x2.sum(-1), x4.sum(-1), (x4 * x2).sum(-1)], dim=-1)
         moments = sum_over_group(local_sums, self.tp_mesh) / (x.shape[-1] * self.tp_mesh.size())
-        inv_rms = torch.rsqrt(moments + self.eps)  # [..., 3]: for x, x^2, x^3
-        w = _upcast(local_replicated(self.weight))
-        b = _upcast(local_replicated(self.bias))
-        y = (w[0] * (x2 * xf) * inv_rms[..., 2:3] + w[1] * x2 * inv_rms[..., 1:2]
-             + w[2] * xf * inv_rms[..., 0:1] + b)
-        return (y * _upcast(mul)).to(x.dtype)
+        y = poly_norm_from_moments(x, moments, local_replicated(self.weight), local_replicated(self.bias), self.eps)
+        return (y * upcast(mul)).to(x.dtype)

@@ -75,9 +75,6 @@ motif2_args = Motif2Flavors({
     # A one-GPU Motif-2 (about 1.2B parameters) for throughput work: the 12.7B's head layout (GDA 4:1, head_dim 128)
     # at half the width and 16 layers, with a 32K vocabulary.
     "1B": Motif2ModelArgs(**_MOTIF2_1B_SHAPES),
-    # The same with the PolyNorm activation in PyTorch ops (torch.compile's fusion instead of the Triton kernel):
-    # the throughput benchmark's "fused kernels off"
-    "1B_polynorm_torch": Motif2ModelArgs(**_MOTIF2_1B_SHAPES, polynorm_backend="torch"),
     # Motif-2.6B: plain Differential Attention (GDA ratio 1), tied embeddings, long-context RoPE.
     "2.6B": Motif2ModelArgs(
         dim=2048,

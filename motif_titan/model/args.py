@@ -1,19 +1,18 @@
-"""Motif-2 model arguments: shapes of one flavor, validated once, plus the TorchTitan hooks on them."""
+"""Motif-2 model arguments: shapes of one flavor, validated once, plus the TorchTitan hooks on them.
 
-from dataclasses import dataclass
-from types import SimpleNamespace
+What a job's parallelism and converters may ask of a flavor is checked in ``motif_titan.infra.job_rules``.
+"""
+
+from dataclasses import dataclass, field
 
 from torch import nn
 from torchtitan.config import JobConfig
 from torchtitan.protocols.model import BaseModelArgs
 
-# TorchTitan's FP8 linear converter and motif_titan's size-filtered variant (motif_titan.infra.float8)
-SUPPORTED_CONVERTERS = ("quantize.linear.float8", "quantize.linear.float8_auto_filter")
 ATTN_TYPES = ("sdpa", "flex")
 POLYNORM_BACKENDS = ("auto", "triton", "torch")
 GDA_VALUE_PATHS = ("auto", "split", "joint", "joint_noise")
 ATTN_MASK_TYPES = ("causal", "block_causal")
-FLEX_BLOCK_SIZE = 128  # flex attention's default BlockMask block (positions)
 
 
 @dataclass
@@ -27,12 +26,28 @@ class Motif2ModelFields:
 
 
 def validate_model_fields(model_config) -> None:
-    """The ``[model]`` field motif_titan adds: ``gda_value_path`` unset or one of GDA_VALUE_PATHS (the flavor-
-    dependent rule, flex takes only 'auto' / 'split', is checked by Motif2ModelArgs.apply_gda_value_path)."""
+    """The ``[model]`` field motif_titan adds: ``gda_value_path`` unset or one of GDA_VALUE_PATHS (whether the
+    value runs with the flavor's attention and the job's context parallelism is decided by
+    ``Motif2ModelArgs.update_from_config``, through ``value_paths_that_run``)."""
     value_path = getattr(model_config, "gda_value_path", None)
     if value_path is not None and value_path not in GDA_VALUE_PATHS:
         raise ValueError(f"model.gda_value_path = {value_path!r}; allowed: {list(GDA_VALUE_PATHS)}, or unset "
                          f"(the flavor's own)")
+
+
+def value_paths_that_run(attn_type: str, context_parallel: bool) -> tuple[str, ...]:
+    """The ``gda_value_path`` values an attention can take: every one with SDPA on whole sequences; "auto" and
+    "split" with flex attention (its compiled backward with a 2 * head_dim-wide value does not fit an H100's shared
+    memory) and under context parallelism (ring attention is verified with head_dim-wide values only)."""
+    return GDA_VALUE_PATHS if attn_type == "sdpa" and not context_parallel else ("auto", "split")
+
+
+def resolve_gda_value_path(value_path: str, attn_type: str, context_parallel: bool) -> str:
+    """The value path the attention runs: "auto" is "joint_noise" where that runs (the fastest GPU kernel time on an
+    H100, see benchmarks/RESULTS.md "GDA attention"), else "split"; any other value is itself."""
+    if value_path != "auto":
+        return value_path
+    return "joint_noise" if "joint_noise" in value_paths_that_run(attn_type, context_parallel) else "split"
 
 
 @dataclass
@@ -68,10 +83,11 @@ class Motif2ModelArgs(BaseModelArgs):
     # How each GDA attention applies its 2 * head_dim-wide value: "split" = two head_dim-wide calls, one per value
     # half (Q K^T and the softmax computed twice); "joint" = one call with the whole value (computed once);
     # "joint_noise" = joint for the noise attention only (one q head per kv head), split for the signal attention
-    # (GQA); "auto" = joint_noise with SDPA (the fastest GPU kernel time on an H100, see benchmarks/RESULTS.md
-    # "GDA attention"), split with flex attention (whose compiled backward cannot take the 2 * head_dim-wide value
-    # on an H100) and under context parallelism (ring attention is verified with split values only).
+    # (GQA); "auto" = joint_noise where it runs, else split (``resolve_gda_value_path``).
     gda_value_path: str = "auto"
+    # What the attention runs: gda_value_path with "auto" resolved, for whole sequences when the args are built,
+    # for the job's context parallelism by update_from_config.
+    resolved_gda_value_path: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         def fail(field: str, msg: str) -> None:
@@ -101,12 +117,13 @@ class Motif2ModelArgs(BaseModelArgs):
             fail("polynorm_backend", f"must be one of {POLYNORM_BACKENDS}, got {self.polynorm_backend!r}")
         if self.gda_value_path not in GDA_VALUE_PATHS:
             fail("gda_value_path", f"must be one of {GDA_VALUE_PATHS}, got {self.gda_value_path!r}")
-        if self.attn_type == "flex" and self.gda_value_path not in ("auto", "split"):
+        if self.gda_value_path not in value_paths_that_run(self.attn_type, context_parallel=False):
             fail("gda_value_path", f"{self.gda_value_path!r} needs attn_type='sdpa'; flex attention takes 'auto' "
                  "or 'split' (its compiled backward with a 2 * head_dim-wide value does not fit an H100's shared "
                  "memory)")
         if self.head_dim % 2:
             fail("head_dim", f"must be even for RoPE, got {self.head_dim}")
+        self.resolved_gda_value_path = resolve_gda_value_path(self.gda_value_path, self.attn_type, False)
 
     @property
     def n_signal_heads(self) -> int:
@@ -117,104 +134,38 @@ class Motif2ModelArgs(BaseModelArgs):
         """Signal heads per group (1 = the Differential Transformer)."""
         return self.n_signal_heads // self.n_noise_heads
 
-    def allowed_tp_degrees(self) -> list[int]:
-        """Tensor parallel degrees that keep whole GDA groups per rank (they divide the number of groups) and
-        split the FFN hidden dim and the vocabulary evenly."""
-        return [d for d in range(1, self.n_noise_heads + 1)
-                if self.n_noise_heads % d == 0 and self.ffn_hidden_dim % d == 0 and self.vocab_size % d == 0]
-
-    def check_tp_degree(self, degree: int) -> None:
-        allowed = self.allowed_tp_degrees()
-        if degree not in allowed:
-            raise ValueError(
-                f"parallelism.tensor_parallel_degree = {degree}: tensor parallelism keeps whole GDA groups on "
-                f"each rank, so the degree must divide n_noise_heads = {self.n_noise_heads} (the number of "
-                f"groups), ffn_hidden_dim = {self.ffn_hidden_dim} and vocab_size = {self.vocab_size}; "
-                f"allowed: {allowed}"
-            )
-
-    def check_context_parallel(self, degree: int, job_config: JobConfig) -> None:
-        """Raise, naming the TOML field, when context parallelism cannot run this job: the sequence must split
-        into 2 * degree chunks (TorchTitan's head-tail load balancer; degree chunks without one), of whole
-        128-position blocks for flex attention, and each rank's share must split over the tensor parallel
-        degree."""
-        par = job_config.parallelism
-        if self.gda_value_path not in ("auto", "split"):
-            raise NotImplementedError(
-                f"model.gda_value_path = {self.gda_value_path!r} with parallelism.context_parallel_degree = "
-                f"{degree}: ring attention with a 2 * head_dim-wide value is not verified; allowed under context "
-                f"parallelism: ['auto', 'split'] (auto splits)"
-            )
-        seq_len, tp = job_config.training.seq_len, par.tensor_parallel_degree
-        chunks = 2 * degree if par.context_parallel_load_balancer else degree
-        # flex attention shards its block mask in whole 128-position blocks
-        multiple = chunks * (FLEX_BLOCK_SIZE if self.attn_type == "flex" else 1)
-        if seq_len % multiple or (seq_len // degree) % tp:
-            raise ValueError(
-                f"training.seq_len = {seq_len} must be a multiple of {multiple} (parallelism.context_parallel_degree "
-                f"= {degree}, load balancer {par.context_parallel_load_balancer!r}, attn_type {self.attn_type!r}) "
-                f"with seq_len / {degree} a multiple of parallelism.tensor_parallel_degree = {tp}"
-            )
-
-    def apply_gda_value_path(self, value_path: str | None) -> None:
-        """Take ``[model] gda_value_path``, checked against the flavor (None: keep the flavor's). Like TorchTitan's
-        own update_from_config, this sets the field on the flavor's args object."""
-        validate_model_fields(SimpleNamespace(gda_value_path=value_path))
-        if value_path is None:
-            return
-        if self.attn_type == "flex" and value_path not in ("auto", "split"):
-            raise ValueError(
-                f"model.gda_value_path = {value_path!r} with a flex attention flavor (attn_type = 'flex'); "
-                f"allowed with flex: ['auto', 'split'] (flex's compiled backward with a 2 * head_dim-wide value "
-                f"does not fit an H100's shared memory)"
-            )
-        self.gda_value_path = value_path
-
     def update_from_config(self, job_config: JobConfig, **kwargs) -> None:
-        """Check the job against this flavor before anything is built; raise naming the TOML field."""
+        """Take what the model needs of the job, whose sections ``motif_titan.validate.validate_job_config`` has
+        validated: the sequence length against the flavor's, and the GDA value path (``[model] gda_value_path``,
+        unset: the flavor's) checked against the flavor's attention and the job's context parallelism, then
+        resolved. Like TorchTitan's own update_from_config, this sets fields on the flavor's args object. Raises
+        naming the TOML field. The job's parallelism and converters are checked against the flavor in
+        ``motif_titan.infra.job_rules``."""
         seq_len = job_config.training.seq_len
         if seq_len > self.max_seq_len:
             raise ValueError(
                 f"training.seq_len = {seq_len} exceeds the max_seq_len {self.max_seq_len} of motif2 flavor "
                 f"'{job_config.model.flavor}'; use training.seq_len <= {self.max_seq_len}"
             )
-        self.apply_gda_value_path(getattr(job_config.model, "gda_value_path", None))
-        par = job_config.parallelism
-        if par.tensor_parallel_degree != 1:
-            self.check_tp_degree(par.tensor_parallel_degree)
-            if seq_len % par.tensor_parallel_degree:
+        value_path = getattr(job_config.model, "gda_value_path", None)
+        if value_path is not None:
+            runs = list(value_paths_that_run(self.attn_type, context_parallel=False))
+            if value_path not in runs:
+                why = (" (flex's compiled backward with a 2 * head_dim-wide value does not fit an H100's shared "
+                       "memory)" if self.attn_type == "flex" else "")
                 raise ValueError(
-                    f"training.seq_len = {seq_len} must be a multiple of parallelism.tensor_parallel_degree = "
-                    f"{par.tensor_parallel_degree} (the sequence-parallel norms split the sequence evenly)"
+                    f"model.gda_value_path = {value_path!r} with a {self.attn_type} attention flavor (attn_type = "
+                    f"{self.attn_type!r}); allowed with {self.attn_type}: {runs}{why}"
                 )
-        if par.context_parallel_degree != 1:
-            self.check_context_parallel(par.context_parallel_degree, job_config)
-        if par.pipeline_parallel_degree != 1 and self.enable_weight_tying:
+            self.gda_value_path = value_path
+        cp = job_config.parallelism.context_parallel_degree
+        if self.gda_value_path not in value_paths_that_run(self.attn_type, context_parallel=cp != 1):
             raise NotImplementedError(
-                f"parallelism.pipeline_parallel_degree = {par.pipeline_parallel_degree} with flavor "
-                f"'{job_config.model.flavor}', whose embedding and output head are one tied matrix: pipeline "
-                f"stages would split it between the first and last stage. Use pipeline_parallel_degree = 1 or an "
-                f"untied flavor (enable_weight_tying=False)."
+                f"model.gda_value_path = {self.gda_value_path!r} with parallelism.context_parallel_degree = "
+                f"{cp}: ring attention with a 2 * head_dim-wide value is not verified; allowed under context "
+                f"parallelism: ['auto', 'split'] (auto splits)"
             )
-        if par.expert_parallel_degree != 1:
-            raise NotImplementedError(
-                f"parallelism.expert_parallel_degree = {par.expert_parallel_degree}: motif2 has no experts; "
-                f"allowed: 1"
-            )
-        converters = list(job_config.model.converters)
-        unsupported = [c for c in converters if c not in SUPPORTED_CONVERTERS]
-        if unsupported:
-            raise NotImplementedError(
-                f"model.converters = {converters}: motif2 does not support {unsupported}; allowed: any of "
-                f"{list(SUPPORTED_CONVERTERS)} (FP8 linears), or []"
-            )
-        if converters and self.enable_weight_tying:
-            filters = list(job_config.quantize.linear.float8.filter_fqns)
-            if not any(f in "output" for f in filters if f):
-                raise ValueError(
-                    f"quantize.linear.float8.filter_fqns = {filters}: motif2 flavor '{job_config.model.flavor}' ties "
-                    f"the output head to the embedding, which must stay in BF16; add 'output'"
-                )
+        self.resolved_gda_value_path = resolve_gda_value_path(self.gda_value_path, self.attn_type, cp != 1)
 
     def get_nparams_and_flops(self, model: nn.Module, seq_len: int) -> tuple[int, int]:
         """Parameter count and training FLOPs per token (forward + backward = 3x forward).

@@ -7,12 +7,9 @@ RoPE uses the HF rotate-half layout, so HF checkpoints load without permuting wq
 
 import functools
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import cast
 
 import torch
-import torch.distributed._functional_collectives as funcol
 import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor, Partial
@@ -28,7 +25,7 @@ from torchtitan.models.utils import trunc_normal_
 from torchtitan.protocols.model import AttentionMasksType
 from torchtitan.protocols.train_spec import ModelProtocol
 
-from motif_titan.kernels import poly_norm_mul
+from motif_titan.kernels import poly_norm_mul, upcast
 
 from .args import Motif2ModelArgs
 
@@ -57,7 +54,7 @@ def gda_lambda(q1, k1, q2, k2, lambda_init: float) -> tuple[torch.Tensor, torch.
     """(lambda, number of exponents past the limit) of one GDA layer from its four lambda vectors (plain
     tensors): exp(q1 . k1) - exp(q2 . k2) + lambda_init in (at least) fp32, both exponents shifted down by
     whatever the larger one exceeds ``lambda_exponent_max`` by (a constant for autograd)."""
-    dot1, dot2 = torch.sum(_upcast(q1) * _upcast(k1)), torch.sum(_upcast(q2) * _upcast(k2))
+    dot1, dot2 = torch.sum(upcast(q1) * upcast(k1)), torch.sum(upcast(q2) * upcast(k2))
     top = lambda_exponent_max(dot1.dtype)
     shift = (torch.maximum(dot1, dot2).detach() - top).clamp_min(0.0)
     past_limit = (dot1 > top).int() + (dot2 > top).int()
@@ -81,11 +78,6 @@ def precompute_rope_cache(
     angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv_freq)
     angles = torch.cat([angles, angles], dim=-1)
     return torch.cat([angles.cos(), angles.sin()], dim=-1).to(dtype)
-
-
-def _upcast(x: torch.Tensor) -> torch.Tensor:
-    """x in at least fp32 (bf16/fp16 -> fp32; fp32/fp64 unchanged)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def local_replicated(param: torch.Tensor) -> torch.Tensor:
@@ -133,25 +125,19 @@ def apply_rotary_emb(
     cos, sin = cache[..., :head_dim], cache[..., head_dim:]
 
     def rotate(x: torch.Tensor) -> torch.Tensor:
-        xf = _upcast(x)
+        xf = upcast(x)
         return (xf * cos + _rotate_half(xf) * sin).type_as(x)
 
     return rotate(xq), rotate(xk)
 
 
-@dataclass
-class QKClipHeads:
-    """What MuonClip needs of one attention layer, without knowing attention code: the projections whose rows it
-    scales, the head layout, the per-q-head max logits recorded since the last reset, and the switch to record."""
+class QKProbe(nn.Module):
+    """A hook point that does nothing: attention calls it with its post-RoPE queries (bs, seq, q heads, d), keys
+    (bs, seq, kv heads, d) and ``positions`` (None, or (1 or bs, seq)), heads in the order of ``wq`` / ``wk`` rows
+    (the ones this rank computes). Forward hooks registered on it observe them (MuonClip's max-logit recording)."""
 
-    wq: nn.Parameter
-    wk: nn.Parameter
-    head_dim: int
-    kv_head_for_q_head: tuple[int, ...]
-    max_logits: torch.Tensor
-    set_tracking: Callable[[bool], None]
-    layer_index: int  # among n_layers over all pipeline stages
-    n_layers: int
+    def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor | None = None) -> None:
+        return None
 
 
 class GroupedDiffAttention(nn.Module):
@@ -173,7 +159,7 @@ class GroupedDiffAttention(nn.Module):
         self.n_groups = model_args.n_noise_heads
         self.ratio = model_args.gda_ratio
         self.attn_type = model_args.attn_type
-        self.value_path = model_args.gda_value_path
+        self.value_path = model_args.resolved_gda_value_path  # "split", "joint" or "joint_noise"
         self.lambda_init = lambda_init_for_layer(layer_id)
         dim, d = model_args.dim, model_args.head_dim
 
@@ -186,17 +172,10 @@ class GroupedDiffAttention(nn.Module):
         self.lambda_q2 = nn.Parameter(torch.empty(d, dtype=torch.float32))
         self.lambda_k2 = nn.Parameter(torch.empty(d, dtype=torch.float32))
         self.subln = nn.RMSNorm(2 * d, eps=model_args.subln_eps)
-        # MuonClip: per-q-head max pre-softmax logit since the last reset, recorded only while tracking is on
-        self.track_max_logits = False
-        self.register_buffer("max_logits", torch.full((model_args.n_heads,), float("-inf")), persistent=False)
-        # The first q head this rank computes: tensor parallelism keeps whole groups per rank and sets it, so the
-        # maxima land at their global head index in ``max_logits``.
-        self.local_q_head_offset = 0
-        # Context parallelism sets its mesh: the rank holds some positions of every sequence, and the max-logit
-        # recording gathers the keys of the others.
-        self.cp_mesh = None
         # Every attention call goes through this module (context parallelism wraps it).
         self.inner_attention = FlexAttentionWrapper() if self.attn_type == "flex" else CausalSDPA()
+        # Sees the post-RoPE q and k of every forward (MuonClip's max-logit recorder hooks it).
+        self.qk_probe = QKProbe()
 
     def init_weights(self, init_std: float) -> None:
         for linear in (self.wq, self.wk, self.wv):
@@ -205,50 +184,17 @@ class GroupedDiffAttention(nn.Module):
         for vec in (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2):
             nn.init.normal_(vec, mean=0.0, std=0.1)
         self.subln.reset_parameters()
-        self.max_logits.fill_(float("-inf"))
 
     @property
     def kv_head_for_q_head(self) -> tuple[int, ...]:
-        """The kv head each q head reads its logits from: signal heads of group g use K1 = kv head 2g, the noise
-        head uses K2 = kv head 2g + 1 (MuonClip's view of the head layout)."""
+        """The kv head each q head reads its logits from (the head layout, over all heads): signal heads of group g
+        use K1 = kv head 2g, the noise head uses K2 = kv head 2g + 1."""
         R = self.ratio
         return tuple(2 * g + (j == R) for g in range(self.n_groups) for j in range(R + 1))
 
-    @torch.no_grad()
-    def _record_max_logits(self, q_signal, q_noise, k1, k2, positions=None, query_block: int = 512) -> None:
-        """Max over batch, queries and causal keys of q . k / sqrt(d), per q head: QK^T only (no softmax, no PV),
-        in query blocks so the score tile stays small. Causal masking only: with document masks the maxima also
-        see cross-document pairs, an upper bound, so clipping errs on the safe side. Under context parallelism
-        the queries are this rank's positions (``positions``, the same for every row) and the keys are gathered
-        from all cp ranks; MuonClip's MAX over ranks then gives the whole sequence's maxima."""
-        R, d = self.ratio, self.head_dim
-        seqlen = q_signal.shape[2]
-        query_pos = key_pos = torch.arange(seqlen, device=q_signal.device)
-        if self.cp_mesh is not None:
-            # this rank's positions (head-tail shards are not contiguous) against every rank's keys
-            query_pos = positions[0].long()
-            key_pos = funcol.all_gather_tensor(query_pos, gather_dim=0, group=self.cp_mesh)
-            k1, k2 = (funcol.all_gather_tensor(k.contiguous(), gather_dim=2, group=self.cp_mesh) for k in (k1, k2))
-        k_signal = k1.float().repeat_interleave(R, dim=1)
-        maxima = [torch.full((q.shape[1],), float("-inf"), device=q.device) for q in (q_signal, q_noise)]
-        for start in range(0, seqlen, query_block):
-            stop = min(start + query_block, seqlen)
-            # without CP, keys past the block's last query are all in its future: skip them
-            visible = stop if self.cp_mesh is None else key_pos.numel()
-            future = key_pos[None, :visible] > query_pos[start:stop, None]
-            for i, (q, k) in enumerate(((q_signal, k_signal), (q_noise, k2.float()))):
-                scores = (q[:, :, start:stop].float() @ k[:, :, :visible].transpose(-1, -2)) * d ** -0.5
-                scores = scores.masked_fill(future, float("-inf"))
-                maxima[i] = torch.maximum(maxima[i], scores.amax(dim=(0, 2, 3)))
-        signal, noise = maxima
-        per_head = torch.cat([signal.view(-1, R), noise.view(-1, 1)], dim=1).flatten()
-        local = self.max_logits[self.local_q_head_offset:self.local_q_head_offset + per_head.numel()]
-        torch.maximum(local, per_head, out=local)
-
     def joint_value(self, attention: str) -> bool:
-        """Whether the signal or the noise attention takes the 2d-wide value in one call (``gda_value_path``)."""
-        if self.value_path == "auto":  # joint_noise where it can run: the fastest on an H100 (RESULTS.md)
-            return attention == "noise" and self.attn_type == "sdpa" and self.cp_mesh is None
+        """Whether the signal or the noise attention takes the 2d-wide value in one call (``gda_value_path``, with
+        "auto" resolved when the args took the job: ``Motif2ModelArgs.resolved_gda_value_path``)."""
         return self.value_path == "joint" or (self.value_path == "joint_noise" and attention == "noise")
 
     def lambda_full(self) -> torch.Tensor:
@@ -296,6 +242,7 @@ class GroupedDiffAttention(nn.Module):
         xk = self.wk(x).view(bs, seqlen, -1, d)
         xv = self.wv(x).view(bs, seqlen, -1, d)
         xq, xk = apply_rotary_emb(xq, xk, rope_cache, positions)
+        self.qk_probe(xq, xk, positions)
         # -1 instead of G: the number of local groups once tensor parallelism shards whole groups.
         xq = xq.view(bs, seqlen, -1, R + 1, d)
         xk = xk.view(bs, seqlen, -1, 2, d)
@@ -305,8 +252,6 @@ class GroupedDiffAttention(nn.Module):
         k2 = xk[:, :, :, 1].transpose(1, 2)
         v = xv.view(bs, seqlen, -1, 2 * d).transpose(1, 2)  # (bs, G, seq, 2d) = V1_g || V2_g
 
-        if self.track_max_logits:
-            self._record_max_logits(q_signal, q_noise, k1, k2, positions)
         signal = self._attend_wide_v(q_signal.contiguous(), k1.contiguous(), v, attention_masks,
                                      joint=self.joint_value("signal"))
         noise = self._attend_wide_v(q_noise.contiguous(), k2.contiguous(), v, attention_masks,
@@ -315,9 +260,9 @@ class GroupedDiffAttention(nn.Module):
         signal = signal.view(bs, n_local_groups, R, seqlen, 2 * d)
         lam = self.lambda_full()
         inverse_scale = _inverse_lambda_scale(lam)  # 1.0 in the normal range
-        out = _upcast(signal) * inverse_scale - (lam * inverse_scale) * _upcast(noise).unsqueeze(2)
+        out = upcast(signal) * inverse_scale - (lam * inverse_scale) * upcast(noise).unsqueeze(2)
         out = out.flatten(1, 2).transpose(1, 2)  # (bs, seq, G*R, 2d)
-        out = F.rms_norm(out, (2 * d,), _upcast(local_replicated(self.subln.weight)).to(out.dtype), self.subln.eps)
+        out = F.rms_norm(out, (2 * d,), upcast(local_replicated(self.subln.weight)).to(out.dtype), self.subln.eps)
         out = (out * (1.0 - self.lambda_init)).to(x.dtype)
         return self.wo(out.reshape(bs, seqlen, -1))
 
@@ -441,20 +386,11 @@ class Motif2Model(ModelProtocol):
         return {int(layer_id): cast(TransformerBlock, layer).attention.lambda_stats()
                 for layer_id, layer in self.layers.items() if layer is not None}
 
-    def qk_clip_heads(self) -> list[QKClipHeads]:
-        """One entry per layer, for MuonClip (read after parallelization: FSDP has swapped in DTensor params)."""
-        heads = []
-        for layer_id, layer in self.layers.items():
-            if layer is None:
-                continue
-            attention = cast(TransformerBlock, layer).attention
-            heads.append(QKClipHeads(
-                wq=attention.wq.weight, wk=attention.wk.weight, head_dim=attention.head_dim,
-                kv_head_for_q_head=attention.kv_head_for_q_head, max_logits=attention.max_logits,
-                set_tracking=lambda on, a=attention: setattr(a, "track_max_logits", on),
-                layer_index=int(layer_id), n_layers=self.model_args.n_layers,
-            ))
-        return heads
+    def attention_layers(self) -> dict[int, GroupedDiffAttention]:
+        """{layer index among ``n_layers``: its attention} for the layers this model part holds. What MuonClip uses
+        of each: ``wq`` / ``wk``, ``head_dim``, ``kv_head_for_q_head`` (the head layout) and ``qk_probe``."""
+        return {int(layer_id): cast(TransformerBlock, layer).attention
+                for layer_id, layer in self.layers.items() if layer is not None}
 
     def get_attention_masks(
         self,

@@ -3,7 +3,14 @@
 import heapq
 from collections.abc import Sequence
 
+from motif_titan.validate import refuse
+
 ASSIGNMENTS = ("flops_round_robin", "lpt", "round_robin")
+
+
+def check_assignment(assignment: str) -> None:
+    if assignment not in ASSIGNMENTS:
+        refuse("optimizer.assignment", assignment, list(ASSIGNMENTS))
 
 
 def assign_owners(costs: Sequence[int], group_size: int, assignment: str) -> tuple[list[int], list[int]]:
@@ -13,8 +20,6 @@ def assign_owners(costs: Sequence[int], group_size: int, assignment: str) -> tup
     - "flops_round_robin" (the report's): sorted by Newton-Schulz cost, largest first, dealt round-robin.
     - "lpt": sorted the same way, each matrix to the currently least-loaded rank (longest processing time first).
     """
-    if assignment not in ASSIGNMENTS:
-        raise ValueError(f"optimizer.assignment = {assignment!r}; allowed: {ASSIGNMENTS}")
     indices = list(range(len(costs)))
     if assignment == "round_robin":
         return indices, [i % group_size for i in indices]

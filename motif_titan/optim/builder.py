@@ -15,7 +15,7 @@ TOML (``[job] custom_config_module = "motif_titan.job_config"`` adds the fields 
     pipeline = true
     assignment = "flops_round_robin"   # "flops_round_robin" | "lpt" | "round_robin"
     adamw_param_patterns = ["tok_embeddings", "output", "norm", "subln", "lambda_", "poly_norm"]
-    qk_clip_threshold = 100.0      # MuonClip (0 = off; needs a model with qk_clip_heads(), e.g. motif2)
+    qk_clip_threshold = 100.0      # MuonClip (0 = off; needs a model with attention_layers(), e.g. motif2)
     qk_clip_alpha = 0.5
 
 beta1 / beta2 / eps of TorchTitan's section are the AdamW group's. Muon takes the 2-D parameters whose names match
@@ -29,11 +29,12 @@ from torch import nn
 from torchtitan.components.optimizer import OptimizersContainer, build_optimizers
 from torchtitan.distributed import ParallelDims
 
-from .assignment import ASSIGNMENTS
-from .muon import Muon
+from .assignment import check_assignment
+from .max_logits import MaxLogitRecorder, record_max_logits
+from .muon import Muon, check_chunk_size
 from .muon_clip import qk_clip
-from .newton_schulz import COEFFICIENT_SETS
-from .update_rule import ADJUST_LR_RULES
+from .newton_schulz import check_ns_coefficients
+from .update_rule import check_adjust_lr
 
 MUON_NAMES = {"Muon": "single", "DistributedMuon": "distributed", "ParallelMuon": "parallel"}
 TORCHTITAN_NAMES = ("AdamW", "Adam")
@@ -64,26 +65,22 @@ def validate_muon_config(config) -> None:
     naming ``optimizer.<field>`` and its allowed values before any optimizer is built. Called by
     ``motif_titan.validate.validate_job_config`` before TorchTitan builds anything, and again by the builder (for
     other trainers). TorchTitan's own fields of the section (lr, betas, eps, weight_decay) are checked in
-    ``motif_titan.validate.check_optimizer_fields``."""
-    from motif_titan.validate import expect, expect_bool, expect_str_list, is_int, is_number
-
-    def fail(name, allowed):
-        raise ValueError(f"optimizer.{name} = {getattr(config, name)!r}; allowed: {allowed}")
+    ``motif_titan.validate.check_optimizer_fields``. The settings ``Muon`` itself takes are checked by the
+    functions its constructor calls too (``check_assignment``, ``check_adjust_lr``, ``check_ns_coefficients``,
+    ``check_chunk_size``)."""
+    from motif_titan.validate import expect, expect_bool, expect_str_list, is_int, is_number, refuse
 
     if config.name not in MUON_NAMES and config.name not in TORCHTITAN_NAMES:
-        fail("name", sorted(MUON_NAMES) + list(TORCHTITAN_NAMES))
+        refuse("optimizer.name", config.name, sorted(MUON_NAMES) + list(TORCHTITAN_NAMES))
     expect("optimizer.momentum", config.momentum, is_number, "0 <= momentum < 1", lambda v: 0.0 <= v < 1.0)
     expect_bool("optimizer.nesterov", config.nesterov)
     expect("optimizer.ns_steps", config.ns_steps, is_int, ">= 1", lambda v: v >= 1)
-    if config.ns_coefficients not in COEFFICIENT_SETS:
-        fail("ns_coefficients", sorted(COEFFICIENT_SETS))
-    if config.adjust_lr not in ADJUST_LR_RULES:
-        fail("adjust_lr", list(ADJUST_LR_RULES))
+    check_ns_coefficients(config.ns_coefficients)
+    check_adjust_lr(config.adjust_lr)
     expect("optimizer.adamw_lr_ratio", config.adamw_lr_ratio, is_number, "> 0", lambda v: v > 0)
-    expect("optimizer.chunk_size", config.chunk_size, is_int, ">= 1", lambda v: v >= 1)
+    check_chunk_size(config.chunk_size)
     expect_bool("optimizer.pipeline", config.pipeline)
-    if config.assignment not in ASSIGNMENTS:
-        fail("assignment", list(ASSIGNMENTS))
+    check_assignment(config.assignment)
     expect_str_list("optimizer.adamw_param_patterns", config.adamw_param_patterns)
     expect("optimizer.qk_clip_threshold", config.qk_clip_threshold, is_number, "0 (off) or > 0", lambda v: v >= 0)
     expect("optimizer.qk_clip_alpha", config.qk_clip_alpha, is_number, "0 <= qk_clip_alpha <= 1",
@@ -93,6 +90,8 @@ def validate_muon_config(config) -> None:
             f"optimizer.qk_clip_threshold = {config.qk_clip_threshold!r} with optimizer.name = {config.name!r}: "
             f"MuonClip runs inside motif_titan's Muon optimizers and {config.name} would ignore it; allowed: set "
             f"optimizer.name to one of {sorted(MUON_NAMES)}, or optimizer.qk_clip_threshold = 0 (off)")
+    if config.name in MUON_NAMES and config.early_step_in_backward:
+        raise NotImplementedError("optimizer.early_step_in_backward = true is not supported with Muon; allowed: false")
 
 
 def split_muon_params(model: nn.Module, adamw_patterns: list[str]) -> tuple[dict, list]:
@@ -111,24 +110,19 @@ def split_muon_params(model: nn.Module, adamw_patterns: list[str]) -> tuple[dict
 class MuonOptimizersContainer(OptimizersContainer):
     """One hybrid Muon + AdamW optimizer per model part; TorchTitan's container does checkpointing (DCP) and the
     LR schedulers wrap each optimizer. With ``qk_clip_threshold`` > 0, MuonClip runs after every step on the
-    attention heads the model parts describe (``qk_clip_heads()``), and ``metrics()`` reports it."""
+    maxima ``max_logits`` recorded (the model parts' attention layers), and ``metrics()`` reports it."""
 
     def __init__(self, model_parts: list[nn.Module], muon_kwargs: dict, adamw_patterns: list[str],
-                 qk_clip_threshold: float = 0.0, qk_clip_alpha: float = 0.5) -> None:
+                 qk_clip_threshold: float = 0.0, qk_clip_alpha: float = 0.5,
+                 max_logits: MaxLogitRecorder | None = None) -> None:
         self.qk_clip_threshold, self.qk_clip_alpha = qk_clip_threshold, qk_clip_alpha
-        self.qk_clip_heads = []
+        self.max_logits = max_logits if qk_clip_threshold > 0 else None
         self._metrics: dict[str, float] = {}
-        if qk_clip_threshold > 0:
-            for model in model_parts:
-                if hasattr(model, "qk_clip_heads"):
-                    self.qk_clip_heads.extend(model.qk_clip_heads())
-            if not self.qk_clip_heads:
-                raise ValueError(
-                    f"optimizer.qk_clip_threshold = {qk_clip_threshold} needs a model that describes its attention "
-                    "heads (a qk_clip_heads() method, as motif2 has); allowed for this model: 0 (off)"
-                )
-            for heads in self.qk_clip_heads:
-                heads.set_tracking(True)
+        if qk_clip_threshold > 0 and max_logits is None:
+            raise ValueError(
+                f"optimizer.qk_clip_threshold = {qk_clip_threshold} needs a model that describes its attention "
+                "heads (an attention_layers() method, as motif2 has); allowed for this model: 0 (off)"
+            )
         self.model_parts = model_parts
         self.optimizers = []
         all_params = []
@@ -142,8 +136,8 @@ class MuonOptimizersContainer(OptimizersContainer):
 
     def step(self, *args, **kwargs) -> None:
         super().step(*args, **kwargs)
-        if self.qk_clip_heads:
-            stats = qk_clip(self.qk_clip_heads, self.qk_clip_threshold, self.qk_clip_alpha)
+        if self.max_logits is not None:
+            stats = qk_clip(self.max_logits.heads, self.qk_clip_threshold, self.qk_clip_alpha)
             self._metrics = {"qk_clip/max_logit": stats["max_logit"], "qk_clip/heads_clipped": stats["heads_clipped"]}
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -167,8 +161,6 @@ def build_muon_optimizers(
     validate_muon_config(optimizer_config)
     if optimizer_config.name in TORCHTITAN_NAMES:
         return build_optimizers(model_parts, optimizer_config, parallel_dims, ft_manager)
-    if optimizer_config.early_step_in_backward:
-        raise NotImplementedError("optimizer.early_step_in_backward = true is not supported with Muon; allowed: false")
     if ft_manager is not None and getattr(ft_manager, "enabled", False):
         raise NotImplementedError("TorchFT is not supported with Muon")
     muon_kwargs = dict(
@@ -187,5 +179,7 @@ def build_muon_optimizers(
         chunk_size=optimizer_config.chunk_size,
         pipeline=optimizer_config.pipeline,
     )
+    threshold = optimizer_config.qk_clip_threshold
     return MuonOptimizersContainer(model_parts, muon_kwargs, list(optimizer_config.adamw_param_patterns),
-                                   optimizer_config.qk_clip_threshold, optimizer_config.qk_clip_alpha)
+                                   threshold, optimizer_config.qk_clip_alpha,
+                                   record_max_logits(model_parts, parallel_dims) if threshold > 0 else None)

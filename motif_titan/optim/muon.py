@@ -26,13 +26,19 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .assignment import ASSIGNMENTS, assign_owners
+from motif_titan.validate import expect, is_int, refuse
+
+from .assignment import assign_owners, check_assignment
 from .exchange import block_of, gather_full, scatter_blocks
 from .newton_schulz import EPS, iteration_coefficients, newton_schulz_flops, zeropower_via_newton_schulz
 from .shard_layout import ShardLayout, local_tensor, shard_layout
-from .update_rule import ADJUST_LR_RULES, adjusted_lr, apply_update, momentum_update
+from .update_rule import adjusted_lr, apply_update, check_adjust_lr, momentum_update
 
 MODES = ("single", "distributed", "parallel")
+
+
+def check_chunk_size(chunk_size: int) -> None:
+    expect("optimizer.chunk_size", chunk_size, is_int, ">= 1", lambda v: v >= 1)
 
 
 class Muon(Optimizer):
@@ -66,14 +72,12 @@ class Muon(Optimizer):
         pipeline: bool = True,
         param_names: list[str] | None = None,
     ) -> None:
+        # a library entry point: the same checks as the [optimizer] section's (optim.builder.validate_muon_config)
         if mode not in MODES:
-            raise ValueError(f"Muon mode = {mode!r}; allowed: {MODES}")
-        if assignment not in ASSIGNMENTS:
-            raise ValueError(f"optimizer.assignment = {assignment!r}; allowed: {ASSIGNMENTS}")
-        if adjust_lr not in ADJUST_LR_RULES:
-            raise ValueError(f"optimizer.adjust_lr = {adjust_lr!r}; allowed: {ADJUST_LR_RULES}")
-        if chunk_size < 1:
-            raise ValueError(f"optimizer.chunk_size = {chunk_size}; must be >= 1")
+            refuse("Muon mode", mode, list(MODES))
+        check_assignment(assignment)
+        check_adjust_lr(adjust_lr)
+        check_chunk_size(chunk_size)
         names = list(param_names) if param_names is not None else [f"muon_params[{i}]"
                                                                      for i in range(len(muon_params))]
         if len(names) != len(muon_params):
@@ -87,11 +91,10 @@ class Muon(Optimizer):
         # Always the two groups, even when one is empty (a pipeline stage holding only the final norm and the head
         # has no Muon matrix): TorchTitan's LR-scheduler container saves the first model part's scheduler and
         # loads it into every part's, which needs the same number of groups in every part's optimizer.
-        adamw_groups = [{"params": list(adamw_params), "use_muon": False, "lr": lr * adamw_lr_ratio,
-                         "lr_ratio": adamw_lr_ratio}]
+        adamw_groups = [{"params": list(adamw_params), "use_muon": False, "lr": lr * adamw_lr_ratio}]
         self._adamw = torch.optim.AdamW(adamw_groups, lr=lr * adamw_lr_ratio, betas=adamw_betas, eps=adamw_eps,
                                         weight_decay=weight_decay)
-        muon_groups = [{"params": list(muon_params), "use_muon": True, "lr_ratio": 1.0}]
+        muon_groups = [{"params": list(muon_params), "use_muon": True}]
         defaults = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "nesterov": nesterov,
                     "adjust_lr": adjust_lr, "eps": eps}
         super().__init__(muon_groups + adamw_groups, defaults)

@@ -1,4 +1,4 @@
-"""MuonClip (QK-Clip, Kimi K2) for attention whose heads a model describes (``qk_clip_heads()``).
+"""MuonClip (QK-Clip, Kimi K2) on the max logits ``max_logits.MaxLogitRecorder`` records.
 
 After an optimizer step, every q head h whose max pre-softmax logit S_h over the step (MAX-all-reduced over all
 ranks per layer index, so DP / CP / TP ranks agree and ranks holding different layers keep their own) exceeds the
@@ -31,11 +31,11 @@ def scale_rows(param: Tensor, start: int, stop: int, factor: float) -> None:
 
 @torch.no_grad()
 def qk_clip(heads: Sequence, threshold: float, alpha: float = 0.5) -> dict[str, float]:
-    """Clip every layer in ``heads`` (objects with wq, wk, head_dim, kv_head_for_q_head, max_logits); reset the
-    recorded maxima. Returns {"max_logit": largest S over all heads, "heads_clipped": count}, over all layers of
-    the model on every rank.
+    """Clip every layer in ``heads`` (objects with wq, wk, head_dim, kv_head_for_q_head, max_logits, such as
+    ``max_logits.QKClipHeads``); reset the recorded maxima for the next step. Returns {"max_logit": largest S over
+    all heads, "heads_clipped": count}, over all layers of the model on every rank.
 
-    Heads that also carry ``layer_index`` and ``n_layers`` (motif2's do) are reduced by their layer index in the
+    Heads that also carry ``layer_index`` and ``n_layers`` (the recorder's do) are reduced by their layer index in the
     whole model, so pipeline stages, which hold different layers, each get their own layers' maxima. Without
     them, layers are matched by their position in ``heads``: every rank must then hold the same layers."""
     if not heads:

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from motif_titan.validate import refuse
+
 BACKENDS = ("auto", "torch", "triton")
 # "auto" uses the Triton kernels on CUDA when min(rows, cols) >= this
 TRITON_MIN_DIM = 4096
@@ -39,10 +41,14 @@ MOTIF = (
 COEFFICIENT_SETS = {"keller": KELLER, "motif": MOTIF}
 
 
+def check_ns_coefficients(name: str) -> None:
+    if name not in COEFFICIENT_SETS:
+        refuse("optimizer.ns_coefficients", name, sorted(COEFFICIENT_SETS))
+
+
 def iteration_coefficients(name: str, ns_steps: int) -> list[tuple[float, float, float]]:
     """(a, b, c) for each of ``ns_steps`` iterations; a table shorter than ns_steps repeats its last entry."""
-    if name not in COEFFICIENT_SETS:
-        raise ValueError(f"optimizer.ns_coefficients = {name!r}; allowed: {sorted(COEFFICIENT_SETS)}")
+    check_ns_coefficients(name)
     table = COEFFICIENT_SETS[name]
     return [table[min(i, len(table) - 1)] for i in range(ns_steps)]
 

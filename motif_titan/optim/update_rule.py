@@ -20,7 +20,14 @@ import math
 import torch
 from torch import Tensor
 
+from motif_titan.validate import refuse
+
 ADJUST_LR_RULES = ("match_rms_adamw", "original")
+
+
+def check_adjust_lr(rule: str) -> None:
+    if rule not in ADJUST_LR_RULES:
+        refuse("optimizer.adjust_lr", rule, list(ADJUST_LR_RULES))
 
 
 def _fused_kernels():
@@ -39,13 +46,12 @@ def momentum_update(buf: Tensor, grad: Tensor, momentum: float, nesterov: bool) 
 
 def adjusted_lr(lr: float, rule: str, shape: torch.Size | tuple[int, ...]) -> float:
     """'original': lr * sqrt(max(1, rows / cols)); 'match_rms_adamw' (Moonlight, used by Motif and Kimi):
-    lr * 0.2 * sqrt(max(rows, cols)), so Muon reuses AdamW's lr and weight decay."""
+    lr * 0.2 * sqrt(max(rows, cols)), so Muon reuses AdamW's lr and weight decay. ``rule`` passed
+    ``check_adjust_lr`` when the optimizer was built."""
     rows, cols = shape[0], shape[1]
     if rule == "original":
         return lr * math.sqrt(max(1.0, rows / cols))
-    if rule == "match_rms_adamw":
-        return lr * 0.2 * math.sqrt(max(rows, cols))
-    raise ValueError(f"optimizer.adjust_lr = {rule!r}; allowed: {ADJUST_LR_RULES}")
+    return lr * 0.2 * math.sqrt(max(rows, cols))
 
 
 def apply_update(param: Tensor, update: Tensor, lr: float, weight_decay: float, lr_adjusted: float) -> None:

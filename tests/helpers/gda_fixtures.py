@@ -16,5 +16,4 @@ def hot_attention(seed=0):
         attn.init_weights(0.02)
         for hot in (HOT_SIGNAL, HOT_NOISE):
             attn.wq.weight[hot * 8:(hot + 1) * 8] *= 60.0
-    attn.track_max_logits = True
     return attn

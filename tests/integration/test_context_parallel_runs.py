@@ -21,6 +21,7 @@ from torchtitan.distributed.context_parallel import prepare_context_parallel_inp
 
 from motif_titan.infra.parallelize import apply_cp, apply_tp
 from motif_titan.model import Motif2Model, Motif2ModelArgs
+from motif_titan.optim.max_logits import MaxLogitRecorder
 
 from helpers.launch import SHORT_RUN, check_muonclip_run_tracks_single_rank, from_seed
 from helpers.gloo_ranks import run_on_gloo_ranks
@@ -47,9 +48,7 @@ def _check_cp_forward(rank: int, world: int, tp: int) -> list[str]:
             with torch.no_grad():
                 reference.init_weights()
             model = copy.deepcopy(reference)
-            for m in (reference, model):
-                for layer in m.layers.values():
-                    layer.attention.track_max_logits = True  # MuonClip's recording
+            expected_recorder = MaxLogitRecorder(reference.attention_layers(), args.n_layers)  # MuonClip's recording
             tokens = torch.randint(EOS + 1, args.vocab_size, (BATCH, SEQ))
             tokens[0, [100, 301]] = EOS  # documents end inside both ranks' chunks
             tokens[1, 200] = EOS
@@ -61,6 +60,8 @@ def _check_cp_forward(rank: int, world: int, tp: int) -> list[str]:
             if tp > 1:
                 apply_tp(model, mesh["tp"], loss_parallel=True)
             apply_cp(model, mesh["cp"])
+            recorder = MaxLogitRecorder(model.attention_layers(), args.n_layers,
+                                        tp_mesh=mesh["tp"] if tp > 1 else None, cp_mesh=mesh["cp"])
             local_tokens, _, kwargs = prepare_context_parallel_input(
                 tokens, tokens.clone(), {"attention_masks": masks}, mesh["cp"], torch.device("cpu"), balancer)
             positions = kwargs["positions"]
@@ -82,8 +83,8 @@ def _check_cp_forward(rank: int, world: int, tp: int) -> list[str]:
                 continue
             # each rank's maxima cover its queries against all keys (and its TP groups' heads); MuonClip's MAX over
             # the ranks must give the whole sequence's
-            maxima = torch.stack([layer.attention.max_logits for layer in model.layers.values()])
-            expected_maxima = torch.stack([layer.attention.max_logits for layer in reference.layers.values()])
+            maxima = torch.stack([heads.max_logits for heads in recorder.heads])
+            expected_maxima = torch.stack([heads.max_logits for heads in expected_recorder.heads])
             dist.all_reduce(maxima, op=dist.ReduceOp.MAX)
             try:
                 torch.testing.assert_close(local_tokens, tokens[:, held], rtol=0, atol=0)

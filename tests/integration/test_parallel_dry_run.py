@@ -103,8 +103,6 @@ def _dry_run(world: int, rank: int, cli: list[str]) -> None:
             assert param.shape == shapes[name], (name, param.shape, shapes[name])
             tp_dim = param.device_mesh.mesh_dim_names.index("tp")
             assert param.placements[tp_dim] == _expected_tp_placement(name), (name, param.placements)
-        for layer in model.layers.values():
-            assert layer.attention.local_q_head_offset == tp_rank * 5  # one GDA group (4 signal + 1 noise) per rank
 
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         with fake_mode:
@@ -150,6 +148,10 @@ def _build_and_step_optimizers(model, parallel_dims, cli: list[str], fake_mode: 
         assert isinstance(container, MuonOptimizersContainer), toml.name
     optimizer_config, container = built["motif2_12.7B_pretrain"]
     assert (optimizer_config.name, optimizer_config.qk_clip_threshold) == ("ParallelMuon", 100.0)
+    # MuonClip's recorder: the layers held here, each rank's maxima at its q heads' global index
+    tp_rank = parallel_dims.get_mesh("tp").get_local_rank()
+    assert [h.layer_index for h in container.max_logits.heads] == [int(k) for k in model.layers]
+    assert all(h.q_head_offset == tp_rank * 5 for h in container.max_logits.heads)  # one GDA group (4 + 1) per rank
     muon = container.optimizers[0]
     groups = {g["use_muon"]: g for g in muon.param_groups}
     assert len(groups[True]["params"]) == 7 * len(model.layers)  # wq wk wv wo w1 w2 w3 of every block held here
@@ -179,10 +181,11 @@ def test_12_7b_layout_builds_and_runs_forward_backward_on_fake_backend(tmp_path,
 def test_12_7b_tp16_is_refused_before_anything_is_built():
     from torchtitan.config import ConfigManager
 
+    from motif_titan.infra.job_rules import check_tensor_parallel
     from motif_titan.model import motif2_args
 
     job = ConfigManager().parse_args(["--job.config_file", str(DEBUG_TOML), "--model.flavor", "12.7B",
                                       "--parallelism.tensor_parallel_degree", "16"])
     with pytest.raises(ValueError, match=r"must divide n_noise_heads = 8 \(the number of groups\).*allowed: "
                                          r"\[1, 2, 4, 8\]"):
-        copy.deepcopy(motif2_args["12.7B"]).update_from_config(job)
+        check_tensor_parallel(motif2_args["12.7B"], job)

@@ -20,6 +20,7 @@ from motif_titan.infra.parallelize import apply_fsdp, apply_tp
 from motif_titan.infra.tensor_parallel_polynorm import TensorParallelPolyNorm
 from motif_titan.kernels import poly_norm_mul_reference
 from motif_titan.model import Motif2Model, Motif2ModelArgs, PolyNorm
+from motif_titan.optim.max_logits import MaxLogitRecorder
 
 from helpers.gloo_ranks import run_on_gloo_ranks
 
@@ -37,14 +38,13 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
-def _run(model: Motif2Model, tokens: torch.Tensor, labels: torch.Tensor):
-    for layer in model.layers.values():
-        layer.attention.track_max_logits = True
+def _run(model: Motif2Model, tokens: torch.Tensor, labels: torch.Tensor, tp_mesh=None):
+    recorder = MaxLogitRecorder(model.attention_layers(), model.n_layers, tp_mesh=tp_mesh)
     logits = model(tokens)
     with loss_parallel():
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum")
         loss.backward()
-    maxima = torch.stack([layer.attention.max_logits for layer in model.layers.values()])
+    maxima = torch.stack([heads.max_logits for heads in recorder.heads])
     return _full(logits).detach(), _full(loss).detach(), maxima
 
 
@@ -71,7 +71,7 @@ def _check_layout(name: str, args: Motif2ModelArgs, dp: int, tp: int) -> None:
     rows = slice(dp_mesh.get_local_rank(), None, dp) if dp_mesh is not None else slice(None)
 
     ref_logits, ref_loss, ref_maxima = _run(reference, tokens, labels)
-    logits, loss, maxima = _run(model, tokens[rows], labels[rows])
+    logits, loss, maxima = _run(model, tokens[rows], labels[rows], tp_mesh)
     attention = model.layers["0"].attention
     assert attention.wq.weight.placements[-1] == Shard(0) and attention.wo.weight.placements[-1] == Shard(1)
 

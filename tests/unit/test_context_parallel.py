@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from motif_titan.infra.job_rules import check_context_parallel
 from motif_titan.model import motif2_args
 from motif_titan.model.model import _repeat_heads
 
@@ -51,16 +52,16 @@ def test_repeated_kv_heads_equal_gqa():
 def test_cp_refuses_sequences_that_do_not_split(flavor, cli, message):
     args = dataclasses.replace(motif2_args[flavor])
     with pytest.raises(ValueError, match=re.escape(message)):
-        args.update_from_config(_job("--parallelism.context_parallel_degree", "2", *cli))
+        check_context_parallel(args, _job("--parallelism.context_parallel_degree", "2", *cli))
 
 
 def test_cp_accepts_sequences_that_split():
-    dataclasses.replace(motif2_args["debugmodel"]).update_from_config(
-        _job("--parallelism.context_parallel_degree", "2", "--training.seq_len", "264",
-             "--parallelism.tensor_parallel_degree", "2"))
-    dataclasses.replace(motif2_args["debugmodel_flex_attn"]).update_from_config(
-        _job("--parallelism.context_parallel_degree", "2", "--training.seq_len", "256",
-             "--parallelism.context_parallel_load_balancer", "None"))
+    check_context_parallel(motif2_args["debugmodel"],
+                           _job("--parallelism.context_parallel_degree", "2", "--training.seq_len", "264",
+                                "--parallelism.tensor_parallel_degree", "2"))
+    check_context_parallel(motif2_args["debugmodel_flex_attn"],
+                           _job("--parallelism.context_parallel_degree", "2", "--training.seq_len", "256",
+                                "--parallelism.context_parallel_load_balancer", "None"))
 
 
 

@@ -59,9 +59,10 @@ def test_auto_filter_refuses_a_recipe_it_has_no_thresholds_for():
 
 
 
-def test_motif2_accepts_exactly_the_fp8_converters_motif_titan_registers():
-    # args.py names them as strings (the model does not import infra); this keeps the two lists one
-    from motif_titan.infra.float8 import FLOAT8_CONVERTERS
-    from motif_titan.model.args import SUPPORTED_CONVERTERS
+def test_motif2_accepts_only_converters_torchtitan_can_build():
+    # the one list motif2's job rules accept (motif_titan.infra.job_rules.check_converters) names registered ones
+    from torchtitan.protocols.model_converter import _registry_model_converter_cls
 
-    assert SUPPORTED_CONVERTERS == FLOAT8_CONVERTERS
+    from motif_titan.infra.float8 import FLOAT8_CONVERTERS
+
+    assert set(FLOAT8_CONVERTERS) <= set(_registry_model_converter_cls)

@@ -9,6 +9,7 @@ import torch
 from torchtitan.config import ConfigManager
 
 from motif_titan.model import GroupedDiffAttention, Motif2ModelArgs, lambda_init_for_layer, motif2_args
+from motif_titan.model.args import validate_model_fields
 from motif_titan.model.model import precompute_rope_cache
 
 
@@ -175,9 +176,10 @@ def test_joint_value_paths_give_the_split_gradients(value_path):
 def test_which_attention_takes_the_joint_value():
     def joint(value_path, attn_type="sdpa", cp=False):
         mask = "block_causal" if attn_type == "flex" else "causal"
-        attn = GroupedDiffAttention(_args(10, 2, attn_type=attn_type, attn_mask_type=mask,
-                                          gda_value_path=value_path), 0)
-        attn.cp_mesh = object() if cp else None
+        args = _args(10, 2, attn_type=attn_type, attn_mask_type=mask, gda_value_path=value_path)
+        if cp:  # "auto" is resolved when the args take the job
+            args.update_from_config(_job("--parallelism.context_parallel_degree", "2", "--training.seq_len", "32"))
+        attn = GroupedDiffAttention(args, 0)
         return attn.joint_value("signal"), attn.joint_value("noise")
 
     assert joint("split") == (False, False)
@@ -202,7 +204,7 @@ def test_gda_value_path_errors_name_the_field_and_the_choices():
     args = dataclasses.replace(motif2_args["debugmodel"])
     with pytest.raises(ValueError, match=r"model.gda_value_path = 'fused'; allowed: \['auto', 'split', 'joint', "
                                          r"'joint_noise'\]"):
-        args.update_from_config(_job("--model.gda_value_path", "fused"))
+        validate_model_fields(_job("--model.gda_value_path", "fused").model)
     flex = dataclasses.replace(motif2_args["debugmodel_flex_attn"])
     with pytest.raises(ValueError, match=r"model.gda_value_path = 'joint_noise' with a flex attention flavor"):
         flex.update_from_config(_job("--model.gda_value_path", "joint_noise"))

@@ -8,6 +8,8 @@ import torch
 from torchtitan.config import ConfigManager
 
 import motif_titan
+from motif_titan.infra.job_rules import (check_converters, check_expert_parallel, check_pipeline_parallel,
+                                         check_tensor_parallel)
 from motif_titan.model import Motif2Model, Motif2ModelArgs, Motif2StateDictAdapter, motif2_args
 
 from helpers.jobs import parse_debug_job as _job
@@ -30,7 +32,6 @@ def _meta_model(flavor: str) -> Motif2Model:
     ("2.6B", 2_597_218_432),  # 32 x 67,113,732 + tied 219,520 x 2048 embedding + final norm
     ("1B", 1_224_816_704),  # 16 x 68,162,308 + untied 32,768 x 2048 embedding and head + final norm
     ("12.7B_flex_attn", 12_703_860_896),
-    ("1B_polynorm_torch", 1_224_816_704),
     ("debugmodel", 5_311_504),  # 4 x 1,065,668 + 2 x 2048 x 256 + final norm
 ])
 def test_flavor_parameter_counts(flavor, count):
@@ -161,17 +162,17 @@ def test_tp_degree_that_splits_a_gda_group_names_the_field_and_allowed_degrees(f
     args = dataclasses.replace(motif2_args[flavor])
     with pytest.raises(ValueError, match=re.escape(f"parallelism.tensor_parallel_degree = {degree}: ") + ".*"
                        + re.escape(f"allowed: {allowed}")):
-        args.update_from_config(_job("--model.flavor", flavor, "--training.seq_len", "256",
-                                     "--parallelism.tensor_parallel_degree", str(degree)))
-    args.update_from_config(_job("--model.flavor", flavor, "--training.seq_len", "256",
-                                 "--parallelism.tensor_parallel_degree", "2"))
+        check_tensor_parallel(args, _job("--model.flavor", flavor, "--training.seq_len", "256",
+                                         "--parallelism.tensor_parallel_degree", str(degree)))
+    check_tensor_parallel(args, _job("--model.flavor", flavor, "--training.seq_len", "256",
+                                     "--parallelism.tensor_parallel_degree", "2"))
 
 
 def test_tp_needs_a_sequence_that_splits_evenly():
     args = dataclasses.replace(motif2_args["debugmodel"])
     with pytest.raises(ValueError, match=r"training.seq_len = 129 must be a multiple of "
                                          r"parallelism.tensor_parallel_degree = 2"):
-        args.update_from_config(_job("--training.seq_len", "129", "--parallelism.tensor_parallel_degree", "2"))
+        check_tensor_parallel(args, _job("--training.seq_len", "129", "--parallelism.tensor_parallel_degree", "2"))
 
 
 @pytest.mark.parametrize("cli,message", [
@@ -182,12 +183,14 @@ def test_tp_needs_a_sequence_that_splits_evenly():
 def test_unsupported_parallelism_is_refused_naming_the_field(cli, message):
     args = dataclasses.replace(motif2_args["debugmodel_diffattn" if "debugmodel_diffattn" in cli else "debugmodel"])
     with pytest.raises(NotImplementedError, match=re.escape(message)):
-        args.update_from_config(_job(*cli))
+        job = _job(*cli)
+        check_pipeline_parallel(args, job)
+        check_expert_parallel(job)
 
 
 def test_pipeline_parallel_is_accepted_for_untied_flavors():
     args = dataclasses.replace(motif2_args["debugmodel"])
-    args.update_from_config(_job("--parallelism.pipeline_parallel_degree", "2"))
+    check_pipeline_parallel(args, _job("--parallelism.pipeline_parallel_degree", "2"))
 
 
 def test_converters_other_than_fp8_linears_are_refused():
@@ -195,17 +198,17 @@ def test_converters_other_than_fp8_linears_are_refused():
     with pytest.raises(NotImplementedError, match=re.escape(
             "model.converters = ['quantize.linear.mx']: motif2 does not support ['quantize.linear.mx']; allowed: "
             "any of ['quantize.linear.float8', 'quantize.linear.float8_auto_filter'] (FP8 linears), or []")):
-        args.update_from_config(_job("--model.converters", "quantize.linear.mx"))
-    args.update_from_config(_job("--model.converters", "quantize.linear.float8"))
+        check_converters(args, _job("--model.converters", "quantize.linear.mx"))
+    check_converters(args, _job("--model.converters", "quantize.linear.float8"))
 
 
 def test_fp8_with_tied_head_must_keep_the_head_in_bf16():
     args = dataclasses.replace(motif2_args["debugmodel_diffattn"])
     with pytest.raises(ValueError, match=re.escape(
             "quantize.linear.float8.filter_fqns = []: motif2 flavor 'debugmodel' ties the output head")):
-        args.update_from_config(_job("--model.converters", "quantize.linear.float8"))
-    args.update_from_config(_job("--model.converters", "quantize.linear.float8",
-                                 "--quantize.linear.float8.filter_fqns", "output"))
+        check_converters(args, _job("--model.converters", "quantize.linear.float8"))
+    check_converters(args, _job("--model.converters", "quantize.linear.float8",
+                                "--quantize.linear.float8.filter_fqns", "output"))
 
 
 class _EosTokenizer:
@@ -272,5 +275,6 @@ def test_polynorm_backend_is_validated_and_reaches_the_ffn():
     with pytest.raises(ValueError, match=re.escape(
             "Motif2ModelArgs.polynorm_backend: must be one of ('auto', 'triton', 'torch'), got 'cuda'")):
         dataclasses.replace(motif2_args["debugmodel"], polynorm_backend="cuda")
-    model = _meta_model("1B_polynorm_torch")
+    with torch.device("meta"):
+        model = Motif2Model(dataclasses.replace(motif2_args["1B"], polynorm_backend="torch"))
     assert {block.feed_forward.poly_norm.backend for block in model.layers.values()} == {"torch"}

@@ -7,15 +7,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from motif_titan.infra.pipeline import pipeline_motif2
+from motif_titan.infra.job_rules import check_pipeline_parallel
 from motif_titan.model import motif2_args
 
 
 def test_pipeline_split_names_unknown_modules():
-    job = SimpleNamespace(model=SimpleNamespace(flavor="debugmodel"), optimizer=SimpleNamespace(),
-                          parallelism=SimpleNamespace(module_fqns_per_model_part=[["tok_embeddings", "layers.0"],
+    job = SimpleNamespace(model=SimpleNamespace(flavor="debugmodel"),
+                          parallelism=SimpleNamespace(pipeline_parallel_degree=2,
+                                                      module_fqns_per_model_part=[["tok_embeddings", "layers.0"],
                                                                                   ["layers.9", "lm_head"]]))
     with pytest.raises(ValueError, match=r"module_fqns_per_model_part names \['layers.9', 'lm_head'\], which "
                                          r"motif2 flavor 'debugmodel' does not have; allowed: tok_embeddings, "
                                          r"layers.0 .. layers.3, norm, output"):
-        pipeline_motif2(None, SimpleNamespace(pp=2), job, None, motif2_args["debugmodel"], None, None)
+        check_pipeline_parallel(motif2_args["debugmodel"], job)
