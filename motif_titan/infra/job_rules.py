@@ -3,7 +3,7 @@ function per part, each raising naming the TOML field and what is allowed.
 
 ``check_motif2_job`` runs them all; ``motif_titan.validate.validate_job_config`` calls it after the flavor took
 the job (``Motif2ModelArgs.update_from_config``), before TorchTitan builds anything. ``parallelize_motif2``,
-``pipeline_motif2`` and the converters trust what passed.
+TorchTitan's ``pipeline_llm`` and the converters trust what passed.
 """
 
 from torchtitan.config import JobConfig

@@ -46,7 +46,7 @@ _OP_SAC_SAVE_LIST = set(_LLAMA3_OP_SAC_SAVE_LIST)
 
 def parallelize_motif2(model: nn.Module, parallel_dims: ParallelDims, job_config: JobConfig) -> nn.Module:
     """TorchTitan's ``parallelize_fn`` for motif2: TP, AC, compile and FSDP/HSDP as the config asks. Called on
-    the whole model, or on each pipeline stage (``pipeline_motif2``), whose missing parts are None."""
+    the whole model, or on each pipeline stage (TorchTitan's ``pipeline_llm``), whose missing parts are None."""
     if parallel_dims.tp_enabled:
         tp_mesh = parallel_dims.get_mesh("tp")
         apply_tp(model, tp_mesh, loss_parallel=not job_config.parallelism.disable_loss_parallel)

@@ -60,7 +60,7 @@ def _dry_run(world: int, rank: int, cli: list[str]) -> None:
     from torchtitan.distributed import ParallelDims
 
     from motif_titan.infra.parallelize import parallelize_motif2
-    from motif_titan.infra.pipeline import pipeline_motif2
+    from torchtitan.distributed.pipeline_parallel import pipeline_llm
     from motif_titan.model import Motif2Model, motif2_args
 
     parallel_dims_module.device_type = "cpu"  # this process only: meshes on the CPU (TorchTitan assumes CUDA)
@@ -82,7 +82,7 @@ def _dry_run(world: int, rank: int, cli: list[str]) -> None:
         assert sum(s.numel() for s in shapes.values()) == 12_703_860_896
 
         if parallel_dims.pp_enabled:
-            _, parts, has_first, has_last = pipeline_motif2(
+            _, parts, has_first, has_last = pipeline_llm(
                 model, parallel_dims, job, torch.device("cpu"), model_args, parallelize_motif2,
                 build_cross_entropy_loss(job))
             assert len(parts) == 1 and not has_first and not has_last  # pp rank 2 of 4: a middle stage
