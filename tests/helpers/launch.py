@@ -42,10 +42,21 @@ def run_training(dump_folder: Path, nproc: int, *overrides: str, return_log: boo
         # groups are set up, before any step ("terminate called without an active exception"). Nothing of the
         # run has happened yet, so it is started once more; a second abort fails the test.
         print(f"run_training: setup abort on attempt {attempt}, retrying", file=sys.stderr)
-    assert proc.returncode == 0, log[-4000:]
+    assert proc.returncode == 0, failure_report(proc)
     losses = {int(step): loss for step, loss in STEP_LOSS.findall(log)}
-    assert losses, log[-4000:]
+    assert losses, failure_report(proc)
     return (losses, log) if return_log else losses
+
+
+def failure_report(proc: subprocess.CompletedProcess, stdout_lines: int = 40, stderr_lines: int = 120) -> str:
+    """The last lines of a launch's stdout (TorchTitan's log: how far the run got) and of its stderr (the ranks'
+    tracebacks, then torchrun's summary of about 10 lines per rank), each on its own: concatenated, a long stderr
+    would hide where the run stopped."""
+    def tail(text: str, lines: int) -> str:
+        return "\n".join(text.splitlines()[-lines:])
+
+    return f"exit code {proc.returncode}\n--- stdout (last {stdout_lines} lines)\n{tail(proc.stdout, stdout_lines)}\n" \
+           f"--- stderr (last {stderr_lines} lines)\n{tail(proc.stderr, stderr_lines)}"
 
 
 def _aborted_in_setup(returncode: int, log: str) -> bool:

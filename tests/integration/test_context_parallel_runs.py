@@ -5,7 +5,7 @@ position the rank holds, and MuonClip's per-head max logits once MAX-reduced ove
 head-tail load balancer, for causal and document (block_causal) masks. CPU has no flex backward and no ring
 attention for SDPA (its kernels are CUDA-only), so training is checked on GPUs: CP 2 runs of the debug flavor
 (SDPA eager and compiled, flex) log the single-GPU run's losses, when two CUDA devices exist. Bad layouts are
-refused naming the field.
+refused naming the field (tests/unit/test_context_parallel.py).
 """
 
 import copy

@@ -1,12 +1,7 @@
-"""Context parallelism for Motif-2 through TorchTitan's CP plan (each GDA attention call wrapped).
-
-On CPU (gloo): CP 2 (and CP 2 x TP 2) forward with flex attention gives the single-rank model's logits at every
-position the rank holds, and MuonClip's per-head max logits once MAX-reduced over the ranks, with and without the
-head-tail load balancer, for causal and document (block_causal) masks. CPU has no flex backward and no ring
-attention for SDPA (its kernels are CUDA-only), so training is checked on GPUs: CP 2 runs of the debug flavor
-(SDPA eager and compiled, flex) log the single-GPU run's losses, when two CUDA devices exist. Bad layouts are
-refused naming the field.
-"""
+"""Context parallelism's layout rules for Motif-2, without launching anything: sequences that do not split over
+the cp ranks (and the tp ranks within them) are refused naming the field, those that do are accepted, and the
+repeated kv heads the CP plan's attention sees equal GQA's. The CP forwards on gloo ranks and the GPU training runs
+are in tests/integration/test_context_parallel_runs.py."""
 
 import dataclasses
 import re
