@@ -10,9 +10,10 @@ Sites, one per rule:
 * ``check_config_file`` (the launcher calls it before TorchTitan's ConfigManager): unknown TOML sections and
   keys, naming the file, the line and the closest valid key.
 * ``check_torchtitan_fields``: the fields of TorchTitan's own sections that motif_titan's code (or TorchTitan's
-  trainer, unguarded) depends on -- types, ranges, parallel degrees against the world size, batch sizes.
-* each motif_titan section validates its own fields: ``[optimizer]`` Muon fields in
-  ``motif_titan.optim.builder.validate_muon_config``, ``[model] gda_value_path`` in
+  trainer, unguarded) depends on -- types, ranges, batch sizes; the parallel degrees against the world size in
+  ``motif_titan.infra.job_rules.check_parallel_degrees``.
+* each motif_titan section validates its own fields, with the helpers of ``motif_titan.config_checks``:
+  ``[optimizer]`` (TorchTitan's fields and Muon's) in ``motif_titan.optim.builder.validate_muon_config``, ``[model] gda_value_path`` in
   ``motif_titan.model.args.validate_model_fields``, ``[curriculum]`` in
   ``motif_titan.data.curriculum.validate_curriculum_fields`` / ``parse_curriculum`` and
   ``motif_titan.data.ramps.validate_ramps``; ``[guard]`` in ``GuardConfig`` (when the section is read) and
@@ -28,63 +29,22 @@ the file and the 1-based line.
 """
 
 import difflib
-import math
 import os
 import re
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from motif_titan.config_checks import (ConfigError, expect, expect_bool, expect_str, expect_str_list, is_int,
+                                       is_number, refuse)
+from motif_titan.infra.job_rules import check_parallel_degrees, data_parallel_degree
+
+__all__ = ["ConfigError", "check_config_file", "launched_world_size", "validate_job_config"]
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
-
-
-class ConfigError(ValueError):
-    """A config value motif_titan refuses; the message names ``section.field = value`` and what is allowed."""
-
-
-def refuse(field: str, value: Any, allowed: str) -> None:
-    raise ConfigError(f"{field} = {value!r}; allowed: {allowed}")
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    """An int or a finite float (TOML ints are accepted where floats are)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-_NOUNS = {is_int: "an integer", is_number: "a number"}
-
-
-def expect(field: str, value: Any, kind, allowed: str, ok=lambda value: True) -> None:
-    """``value`` must pass ``kind`` (is_int / is_number) and ``ok``; the message says which failed."""
-    if not kind(value):
-        raise ConfigError(f"{field} = {value!r} ({type(value).__name__}); allowed: {_NOUNS[kind]}, {allowed}")
-    if not ok(value):
-        refuse(field, value, allowed)
-
-
-def expect_bool(field: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        refuse(field, value, "true or false")
-
-
-def expect_str(field: str, value: Any, allowed: str = "a string", optional: bool = False) -> None:
-    if not (isinstance(value, str) or (optional and value is None)):
-        refuse(field, value, allowed)
-
-
-def expect_str_list(field: str, value: Any) -> None:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        refuse(field, value, "a list of strings")
-
-
-# -- unknown TOML keys ------------------------------------------------------------------------------------------
 
 
 def config_file_of(args: list[str]) -> str | None:
@@ -190,8 +150,6 @@ def check_config_file(args: list[str]) -> None:
 # -- TorchTitan's fields ------------------------------------------------------------------------------------------
 
 FSDP_RESHARD_POLICIES = ("always", "never", "default")
-DEGREES = ("data_parallel_replicate_degree", "data_parallel_shard_degree", "context_parallel_degree",
-           "tensor_parallel_degree", "pipeline_parallel_degree")
 DECAY_TYPES = ("linear", "sqrt", "cosine")
 
 
@@ -202,51 +160,9 @@ def launched_world_size(job_config) -> int | None:
     return int(value) if value is not None and value.strip().isdigit() else None
 
 
-def check_parallel_degrees(parallelism, world_size: int | None) -> int:
-    """Types and ranges of the parallel degrees, and their product against the world size; the data-parallel
-    degree (replicate x shard, with shard -1 resolved)."""
-    p = parallelism
-    for name in DEGREES + ("expert_parallel_degree", "expert_tensor_parallel_degree"):
-        special = name == "data_parallel_shard_degree"
-        expect(f"parallelism.{name}", getattr(p, name), is_int,
-               "-1 (the ranks left over) or an integer >= 1" if special else ">= 1",
-               (lambda v: v == -1 or v >= 1) if special else (lambda v: v >= 1))
-    rest = math.prod(getattr(p, name) for name in DEGREES if name != "data_parallel_shard_degree")
-    shard = p.data_parallel_shard_degree
-    if world_size is None:
-        return p.data_parallel_replicate_degree * max(shard, 1)
-    spelled = " x ".join(f"parallelism.{name} = {getattr(p, name)}" for name in DEGREES)
-    if shard == -1:
-        if world_size % rest:
-            raise ConfigError(
-                f"{spelled}: the degrees other than data_parallel_shard_degree multiply to {rest}, which does not "
-                f"divide the world size {world_size} (processes launched), so data_parallel_shard_degree = -1 "
-                f"cannot take the ranks left over; allowed: degrees whose product divides {world_size}")
-        shard = world_size // rest
-    elif rest * shard != world_size:
-        raise ConfigError(
-            f"{spelled}: the degrees multiply to {rest * shard}, but the world size (processes launched) is "
-            f"{world_size}; allowed: degrees whose product is {world_size}, or data_parallel_shard_degree = -1 "
-            f"(the ranks left over)")
-    return p.data_parallel_replicate_degree * shard
-
-
-def check_optimizer_fields(optimizer) -> None:
-    """TorchTitan's own ``[optimizer]`` fields (also called by motif_titan.optim.builder.build_muon_optimizers,
-    for trainers that do not run validate_job_config)."""
-    expect_str("optimizer.name", optimizer.name)
-    expect("optimizer.lr", optimizer.lr, is_number, ">= 0", lambda v: v >= 0)
-    expect("optimizer.weight_decay", optimizer.weight_decay, is_number, ">= 0", lambda v: v >= 0)
-    expect("optimizer.eps", optimizer.eps, is_number, ">= 0", lambda v: v >= 0)
-    for beta in ("beta1", "beta2"):
-        expect(f"optimizer.{beta}", getattr(optimizer, beta), is_number, f"0 <= {beta} < 1",
-               lambda v: 0 <= v < 1)
-    expect_bool("optimizer.early_step_in_backward", optimizer.early_step_in_backward)
-
-
 def check_torchtitan_fields(job_config, world_size: int | None) -> None:
     """The TorchTitan fields motif_titan depends on: types and ranges, refused naming ``section.field``."""
-    training, optimizer, scheduler = job_config.training, job_config.optimizer, job_config.lr_scheduler
+    training, scheduler = job_config.training, job_config.lr_scheduler
     expect_str("model.name", job_config.model.name)
     expect_str("model.flavor", job_config.model.flavor)
     expect_str("model.hf_assets_path", job_config.model.hf_assets_path, "a directory path, or 'embedded'")
@@ -263,7 +179,6 @@ def check_torchtitan_fields(job_config, world_size: int | None) -> None:
     expect_str("training.dataset_path", training.dataset_path, "a path, or unset", optional=True)
     expect("training.dataloader.num_workers", training.dataloader.num_workers, is_int, ">= 0", lambda v: v >= 0)
 
-    check_optimizer_fields(optimizer)
 
     expect("lr_scheduler.warmup_steps", scheduler.warmup_steps, is_int, ">= 0", lambda v: v >= 0)
     if scheduler.total_steps is not None:
@@ -296,10 +211,6 @@ def check_torchtitan_fields(job_config, world_size: int | None) -> None:
                f"degree ({dp}) = {rows}")
 
 
-def data_parallel_degree(job_config, world_size: int | None) -> int:
-    return check_parallel_degrees(job_config.parallelism, world_size)
-
-
 # -- the entry point ------------------------------------------------------------------------------------------
 
 
@@ -310,10 +221,12 @@ def validate_job_config(job_config, world_size: int | None) -> None:
     import dataclasses
 
     check_torchtitan_fields(job_config, world_size)
-    if hasattr(job_config.optimizer, "qk_clip_threshold"):  # motif_titan's [optimizer] fields are merged in
-        from motif_titan.optim.builder import validate_muon_config
+    from motif_titan.optim.builder import check_optimizer_fields, validate_muon_config
 
+    if hasattr(job_config.optimizer, "qk_clip_threshold"):  # motif_titan's [optimizer] fields are merged in
         validate_muon_config(job_config.optimizer)
+    else:
+        check_optimizer_fields(job_config.optimizer)
     if hasattr(job_config.model, "gda_value_path"):
         from motif_titan.model.args import validate_model_fields
 

@@ -6,15 +6,53 @@ the job (``Motif2ModelArgs.update_from_config``), before TorchTitan builds anyth
 TorchTitan's ``pipeline_llm`` and the converters trust what passed.
 """
 
+import math
+
 from torchtitan.config import JobConfig
 from torchtitan.tools import utils as tt_utils
 
 from motif_titan.model.args import Motif2ModelArgs
-from motif_titan.validate import data_parallel_degree
+from motif_titan.config_checks import ConfigError, expect, is_int
 
 from .float8 import FLOAT8_AUTO_FILTER_CONVERTER, FLOAT8_CONVERTERS, check_auto_filter_recipe
 
+DEGREES = ("data_parallel_replicate_degree", "data_parallel_shard_degree", "context_parallel_degree",
+           "tensor_parallel_degree", "pipeline_parallel_degree")
 FLEX_BLOCK_SIZE = 128  # flex attention's default BlockMask block (positions)
+
+
+def check_parallel_degrees(parallelism, world_size: int | None) -> int:
+    """Types and ranges of the parallel degrees, and their product against the world size; the data-parallel
+    degree (replicate x shard, with shard -1 resolved)."""
+    p = parallelism
+    for name in DEGREES + ("expert_parallel_degree", "expert_tensor_parallel_degree"):
+        special = name == "data_parallel_shard_degree"
+        expect(f"parallelism.{name}", getattr(p, name), is_int,
+               "-1 (the ranks left over) or an integer >= 1" if special else ">= 1",
+               (lambda v: v == -1 or v >= 1) if special else (lambda v: v >= 1))
+    rest = math.prod(getattr(p, name) for name in DEGREES if name != "data_parallel_shard_degree")
+    shard = p.data_parallel_shard_degree
+    if world_size is None:
+        return p.data_parallel_replicate_degree * max(shard, 1)
+    spelled = " x ".join(f"parallelism.{name} = {getattr(p, name)}" for name in DEGREES)
+    if shard == -1:
+        if world_size % rest:
+            raise ConfigError(
+                f"{spelled}: the degrees other than data_parallel_shard_degree multiply to {rest}, which does not "
+                f"divide the world size {world_size} (processes launched), so data_parallel_shard_degree = -1 "
+                f"cannot take the ranks left over; allowed: degrees whose product divides {world_size}")
+        shard = world_size // rest
+    elif rest * shard != world_size:
+        raise ConfigError(
+            f"{spelled}: the degrees multiply to {rest * shard}, but the world size (processes launched) is "
+            f"{world_size}; allowed: degrees whose product is {world_size}, or data_parallel_shard_degree = -1 "
+            f"(the ranks left over)")
+    return p.data_parallel_replicate_degree * shard
+
+
+def data_parallel_degree(job_config, world_size: int | None) -> int:
+    """The data-parallel degree (replicate x shard) the job's degrees give on ``world_size`` ranks."""
+    return check_parallel_degrees(job_config.parallelism, world_size)
 
 
 def allowed_tp_degrees(model_args: Motif2ModelArgs) -> list[int]:

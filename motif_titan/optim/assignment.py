@@ -3,7 +3,7 @@
 import heapq
 from collections.abc import Sequence
 
-from motif_titan.validate import refuse
+from motif_titan.config_checks import refuse
 
 ASSIGNMENTS = ("flops_round_robin", "lpt", "round_robin")
 

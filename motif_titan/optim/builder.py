@@ -29,6 +29,8 @@ from torch import nn
 from torchtitan.components.optimizer import OptimizersContainer, build_optimizers
 from torchtitan.distributed import ParallelDims
 
+from motif_titan.config_checks import expect, expect_bool, expect_str, expect_str_list, is_int, is_number, refuse
+
 from .assignment import check_assignment
 from .max_logits import MaxLogitRecorder, record_max_logits
 from .muon import Muon, check_chunk_size
@@ -60,16 +62,26 @@ class MuonOptimizerFields:
     qk_clip_alpha: float = 0.5
 
 
+def check_optimizer_fields(optimizer) -> None:
+    """TorchTitan's own ``[optimizer]`` fields."""
+    expect_str("optimizer.name", optimizer.name)
+    expect("optimizer.lr", optimizer.lr, is_number, ">= 0", lambda v: v >= 0)
+    expect("optimizer.weight_decay", optimizer.weight_decay, is_number, ">= 0", lambda v: v >= 0)
+    expect("optimizer.eps", optimizer.eps, is_number, ">= 0", lambda v: v >= 0)
+    for beta in ("beta1", "beta2"):
+        expect(f"optimizer.{beta}", getattr(optimizer, beta), is_number, f"0 <= {beta} < 1",
+               lambda v: 0 <= v < 1)
+    expect_bool("optimizer.early_step_in_backward", optimizer.early_step_in_backward)
+
+
 def validate_muon_config(config) -> None:
     """The ``[optimizer]`` fields motif_titan adds (and ``name``, which picks the builder): types and ranges, raised
     naming ``optimizer.<field>`` and its allowed values before any optimizer is built. Called by
     ``motif_titan.validate.validate_job_config`` before TorchTitan builds anything, and again by the builder (for
-    other trainers). TorchTitan's own fields of the section (lr, betas, eps, weight_decay) are checked in
-    ``motif_titan.validate.check_optimizer_fields``. The settings ``Muon`` itself takes are checked by the
+    other trainers), with TorchTitan's own fields of the section (``check_optimizer_fields``). The settings ``Muon`` itself takes are checked by the
     functions its constructor calls too (``check_assignment``, ``check_adjust_lr``, ``check_ns_coefficients``,
     ``check_chunk_size``)."""
-    from motif_titan.validate import expect, expect_bool, expect_str_list, is_int, is_number, refuse
-
+    check_optimizer_fields(config)
     if config.name not in MUON_NAMES and config.name not in TORCHTITAN_NAMES:
         refuse("optimizer.name", config.name, sorted(MUON_NAMES) + list(TORCHTITAN_NAMES))
     expect("optimizer.momentum", config.momentum, is_number, "0 <= momentum < 1", lambda v: 0.0 <= v < 1.0)
@@ -155,9 +167,6 @@ def build_muon_optimizers(
     model_parts: list[nn.Module], optimizer_config, parallel_dims: ParallelDims, ft_manager=None
 ) -> OptimizersContainer:
     """``build_optimizers_fn`` for a TrainSpec: Muon variants by ``optimizer.name``, TorchTitan's own otherwise."""
-    from motif_titan.validate import check_optimizer_fields
-
-    check_optimizer_fields(optimizer_config)
     validate_muon_config(optimizer_config)
     if optimizer_config.name in TORCHTITAN_NAMES:
         return build_optimizers(model_parts, optimizer_config, parallel_dims, ft_manager)

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.optim import Optimizer
 
-from motif_titan.validate import expect, is_int, refuse
+from motif_titan.config_checks import expect, is_int, refuse
 
 from .assignment import assign_owners, check_assignment
 from .exchange import block_of, gather_full, scatter_blocks

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from motif_titan.validate import refuse
+from motif_titan.config_checks import refuse
 
 BACKENDS = ("auto", "torch", "triton")
 # "auto" uses the Triton kernels on CUDA when min(rows, cols) >= this

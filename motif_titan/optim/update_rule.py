@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor
 
-from motif_titan.validate import refuse
+from motif_titan.config_checks import refuse
 
 ADJUST_LR_RULES = ("match_rms_adamw", "original")
 
