@@ -3,9 +3,11 @@ clipped heads from the optimizer container's ``metrics()``, the curriculum's per
 dataloader's ``metrics(step)``): they go to TensorBoard / W&B with the step's metrics and to the console.
 TorchTitan hands the processor its optimizers; the dataloader is handed to it by motif_titan.trainer's
 CurriculumTrainer (``processor.dataloader``). For motif2, GDA's lambda over all layers (``gda/lambda_*``) is
-reported too: its exponents are shifted to keep it finite, and the metric shows it coming."""
+reported too: its exponents are shifted to keep it finite, and the metric shows it coming. The first and last
+logged steps (step, loss, tokens seen, time) are kept for the run's summary (motif_titan.console.RunReport)."""
 
-from typing import Any
+import time
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -13,9 +15,18 @@ from torchtitan.components.metrics import MetricsProcessor
 from torchtitan.tools.logging import logger
 
 
+class LoggedStep(NamedTuple):
+    step: int
+    loss: float
+    tokens: int | None  # TorchTitan's n_tokens_seen: over the data-parallel ranks
+    time: float  # time.perf_counter() when it was logged
+
+
 class ComponentMetricsProcessor(MetricsProcessor):
     dataloader = None
     n_gda_layers = 0  # > 0 for a GDA model (motif2): GDA's lambda metrics are reported
+    first_logged: LoggedStep | None = None
+    last_logged: LoggedStep | None = None
 
     def log(self, step: int, global_avg_loss: float, global_max_loss: float, grad_norm: float,
             extra_metrics: dict[str, Any] | None = None):
@@ -29,6 +40,11 @@ class ComponentMetricsProcessor(MetricsProcessor):
         component_metrics.update(gda_lambda_metrics(self.model_parts, self.n_gda_layers))
         if component_metrics:
             logger.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in component_metrics.items()))
+        tokens = (extra_metrics or {}).get("n_tokens_seen")
+        self.last_logged = LoggedStep(step, float(global_avg_loss), None if tokens is None else int(tokens),
+                                      time.perf_counter())
+        if self.first_logged is None:
+            self.first_logged = self.last_logged
         return super().log(step, global_avg_loss, global_max_loss, grad_norm,
                            extra_metrics={**(extra_metrics or {}), **component_metrics})
 

@@ -10,17 +10,23 @@ device type "cpu", the memory-stat functions its metrics call on ``torch.cpu``, 
 barrier takes no device id, and FSDP reductions as plain sums (gloo rejects AVG and PREMUL_SUM). A plain
 ``python -m`` run (no torchrun) gets the single-process rendezvous variables it needs.
 Nothing imports this module: it is the only place where motif_titan patches TorchTitan or torch.
+
+The console: ``motif_titan.console.install`` filters TorchTitan's log (INFO from rank 0 only, or the ranks in
+``LOG_RANK``; no lines that mean nothing here; ``MOTIF_RAW_LOG=1`` shows it unfiltered), and the trainer adds
+progress lines and a summary.
 """
 
 import os
 import resource
 import socket
 import sys
+import warnings
 from datetime import timedelta
 from types import SimpleNamespace
 
 import torch
 
+from motif_titan import console
 from motif_titan.infra.lifecycle import exit_with_launcher
 
 
@@ -39,11 +45,15 @@ def _cpu_device_properties(device=None) -> SimpleNamespace:
 
 
 def _set_pg_timeouts_cpu(timeout: timedelta, parallel_dims) -> None:
-    """TorchTitan's set_pg_timeouts, minus the device id its barrier passes (gloo has no devices)."""
+    """TorchTitan's set_pg_timeouts, minus the device id its barrier passes (gloo has no devices). The meshes of
+    unused dimensions (efsdp when ep = 1) hold a FakeProcessGroup, which has no timeout to set: torch warns and
+    skips it, quietly here."""
     torch.distributed.barrier()
     groups = [mesh.get_group() for mesh in parallel_dims.get_all_one_dimensional_meshes().values()] + [None]
-    for group in groups:
-        torch.distributed.distributed_c10d._set_pg_timeout(timeout, group)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Set timeout is now only supported for either nccl or gloo")
+        for group in groups:
+            torch.distributed.distributed_c10d._set_pg_timeout(timeout, group)
 
 
 def apply_cpu_shims() -> None:
@@ -100,7 +110,9 @@ def _set_single_process_env() -> None:
 def main() -> None:
     exit_with_launcher()  # a torchrun worker dies with torchrun, even a SIGKILLed one
     _set_single_process_env()
-    if not accelerator_available():
+    on_cpu = not accelerator_available()
+    console.install(on_cpu)
+    if on_cpu:
         apply_cpu_shims()
     import motif_titan  # noqa: F401  (registers the motif2 TrainSpec even without custom_import)
     from torchtitan.train import main as torchtitan_main
