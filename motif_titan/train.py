@@ -16,6 +16,7 @@ The console: ``motif_titan.console.install`` filters TorchTitan's log (INFO from
 progress lines and a summary.
 """
 
+import logging
 import os
 import resource
 import socket
@@ -23,6 +24,7 @@ import sys
 import warnings
 from datetime import timedelta
 from types import SimpleNamespace
+from typing import NoReturn
 
 import torch
 
@@ -122,6 +124,20 @@ def main() -> None:
 
     check_config_file(sys.argv[1:])  # unknown TOML keys, before TorchTitan's ConfigManager parses the file
     torchtitan_main(CurriculumTrainer)
+    exit_without_teardown(0)
+
+
+def exit_without_teardown(code: int) -> NoReturn:
+    """End a finished run without the interpreter's teardown. TorchTitan's main has by then closed the trainer
+    (checkpoint saves waited for, metrics and TensorBoard flushed) and destroyed the process groups, so the teardown
+    has nothing left to do but free objects; on gloo it can instead abort a run that already succeeded: a
+    background thread of torch's process-group machinery, still alive while the interpreter finalizes, ends in
+    ``std::terminate`` ("terminate called without an active exception", SIGABRT, exit code -6; faulthandler then
+    shows a single thread with no Python frame). Seen about once in a few hundred multi-rank CPU runs."""
+    logging.shutdown()  # flush and close the log handlers (train.log)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
