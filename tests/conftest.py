@@ -16,3 +16,13 @@ def seed_checkpoint(tmp_path_factory) -> str:
     from helpers.launch import create_seed_checkpoint
 
     return create_seed_checkpoint(tmp_path_factory.mktemp("seed") / "run")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The tokenizer packaged with motif_titan (``--model.hf_assets_path embedded``), built through TorchTitan."""
+    from torchtitan.config import ConfigManager
+
+    from motif_titan.data.text_dataloader import build_tokenizer
+
+    return build_tokenizer(ConfigManager().parse_args(["--model.hf_assets_path", "embedded"]))

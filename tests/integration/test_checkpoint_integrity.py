@@ -169,6 +169,6 @@ def _save_and_verify_on_two_ranks(rank, world, folder):
 
 
 def test_every_rank_checksums_its_share_and_gets_the_whole_answer(tmp_path):
-    from gloo_ranks import run_on_gloo_ranks
+    from helpers.gloo_ranks import run_on_gloo_ranks
 
     run_on_gloo_ranks(tmp_path, 2, _save_and_verify_on_two_ranks, str(tmp_path / "ckpt"))

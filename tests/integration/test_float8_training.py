@@ -1,7 +1,5 @@
-"""FP8 row-wise settings (motif_titan.infra.float8): which linears the converters swap, for motif2 and for
-TorchTitan's own llama3, and a CPU training run with FP8 linears (torchao's emulation mode)."""
-
-
+"""A CPU training run with FP8 linears (torchao's emulation mode) through the trainer; which linears the
+converters swap is checked in tests/unit/test_float8.py."""
 
 from helpers.launch import mean_loss, run_training
 

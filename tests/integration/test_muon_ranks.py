@@ -163,7 +163,7 @@ def _check_real_layouts(rank: int, world: int) -> list[str]:
 
 
 @pytest.mark.parametrize("world", [2, 4, 8])
-def test_modes_on_torchtitan_layouts_match_full_matrixtorch_reference(tmp_path, world):
+def test_modes_on_torchtitan_layouts_match_full_matrix_reference(tmp_path, world):
     run_on_gloo_ranks(tmp_path, world, _check_real_layouts, timeout_s=60)  # a broken exchange fails, not hangs
 
 

@@ -6,18 +6,10 @@ import sys
 
 import numpy as np
 
-import pytest
-from torchtitan.config import ConfigManager
 
-from motif_titan.data.text_dataloader import build_tokenizer
 from motif_titan.data.token_shards import TokenShard
 
 from helpers.corpora import DOCS, corpus
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer(ConfigManager().parse_args(["--model.hf_assets_path", "embedded"]))
 
 
 def test_cli_writes_a_shard_of_every_document_with_bos_and_eos(tokenizer, tmp_path):

@@ -15,7 +15,7 @@ from motif_titan.data.document_sources import DomainDocuments
 from motif_titan.data.mixer import ScheduledMixer, counter_uniform
 from motif_titan.data.packing import DocumentCursor
 from motif_titan.data.ramps import BatchSchedule
-from motif_titan.data.text_dataloader import LocalTextDataset, build_tokenizer
+from motif_titan.data.text_dataloader import LocalTextDataset
 
 SEQ_LEN = 32
 EMBEDDED_DOMAINS = [{"name": n, "sources": [f"embedded:{n}"]} for n in ("prose", "math", "code")]
@@ -32,11 +32,6 @@ def job_config(*cli: str, **curriculum):
     for key, value in curriculum.items():
         setattr(config.curriculum, key, value)
     return config
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer(job_config())
 
 
 def loader(tokenizer, *cli, dp_rank=0, dp_world_size=1, **curriculum) -> CurriculumDataloader:

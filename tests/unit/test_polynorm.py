@@ -6,17 +6,7 @@ import torch
 from motif_titan.kernels import poly_norm_mul_reference, poly_norm_reference, polynorm_row_moments
 from motif_titan.model import PolyNormFeedForward
 
-EPS = 1e-6
-
-
-def polynorm_formula(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """w0 * norm(x^3) + w1 * norm(x^2) + w2 * norm(x) + b, norm(z) = z / sqrt(mean(z^2) + eps), float64."""
-    x, w, b = x.double(), w.double(), b.double()
-
-    def norm(z):
-        return z / torch.sqrt((z * z).mean(-1, keepdim=True) + eps)
-
-    return w[0] * norm(x ** 3) + w[1] * norm(x ** 2) + w[2] * norm(x) + b
+from helpers.polynorm_float64 import EPS, polynorm_formula
 
 
 def analytic_backward(x, w, g, eps=EPS):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from motif_titan.kernels import poly_norm, poly_norm_mul, polynorm_triton
-from test_polynorm import polynorm_formula
+from helpers.polynorm_float64 import polynorm_formula
 
 EPS = 1e-6
 # CUDA tensors where a GPU exists (compiled kernels), else CPU tensors through the Triton interpreter (conftest)

@@ -16,11 +16,6 @@ from helpers.corpora import corpus
 
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer(ConfigManager().parse_args(["--model.hf_assets_path", "embedded"]))
-
-
 
 
 def test_failed_pretokenize_leaves_nothing(tokenizer, tmp_path):

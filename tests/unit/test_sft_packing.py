@@ -15,7 +15,7 @@ from torchtitan.models.attention import get_document_mask_mod
 
 from motif_titan.data.curriculum_dataloader import build_curriculum_dataloader
 from motif_titan.data.sft import IGNORE_INDEX, SimpleChatTemplate, TokenizerChatTemplate, sample_labels
-from motif_titan.data.text_dataloader import build_tokenizer, embedded_assets_dir
+from motif_titan.data.text_dataloader import embedded_assets_dir
 from motif_titan.model import Motif2Model, motif2_args
 
 SEQ_LEN = 96
@@ -31,11 +31,6 @@ def chat(i: int, words: int) -> dict:
 CHATS = [chat(i, [3, 8, 1, 60, 5, 12, 2, 70, 4, 6, 9, 3, 80, 2, 7, 5][i]) for i in range(16)]
 CHATS[9] = {"messages": [{"role": "user", "content": "no answer here"}]}
 QA = [{"prompt": f"What is {i} + {i}?", "response": f"{2 * i}"} for i in range(12)]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer(ConfigManager().parse_args(["--model.hf_assets_path", "embedded"]))
 
 
 @pytest.fixture

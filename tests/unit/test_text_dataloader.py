@@ -5,7 +5,6 @@ import pyarrow
 import pyarrow.parquet
 import pytest
 import torch
-from torchtitan.components.tokenizer import HuggingFaceTokenizer
 from torchtitan.config import ConfigManager
 
 from motif_titan.data import text_dataloader
@@ -25,11 +24,6 @@ SEQ_LEN = 16
 
 def job_config(*args: str):
     return ConfigManager().parse_args(["--model.hf_assets_path", "embedded", *args])
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> HuggingFaceTokenizer:
-    return build_tokenizer(job_config())
 
 
 @pytest.fixture
