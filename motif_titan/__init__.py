@@ -26,10 +26,10 @@ TRAIN_SPEC_NAME = "motif2"
 
 
 def get_train_spec() -> TrainSpec:
-    """The motif2 TrainSpec: Motif-2 model and flavors, its parallelize_fn, TorchTitan's pipelining_fn, the HF adapter, the
-    embedded-data tokenizer, the curriculum dataloader (``[curriculum]``; without it the text dataloader of
-    ``training.dataset``), Muon (Parallel / Distributed / single) or TorchTitan's AdamW, and TorchTitan's own LR
-    scheduler, loss and validator."""
+    """The motif2 TrainSpec: Motif-2 model and flavors, its parallelize_fn, TorchTitan's pipelining_fn, the HF
+    adapter, the embedded-data tokenizer, the curriculum dataloader (``[curriculum]``; without it the text
+    dataloader of ``training.dataset``), Muon (Parallel / Distributed / single) or TorchTitan's AdamW, and
+    TorchTitan's own LR scheduler, loss and validator."""
     return TrainSpec(
         model_cls=Motif2Model,
         model_args=motif2_args,

@@ -13,8 +13,8 @@ Sites, one per rule:
   trainer, unguarded) depends on -- types, ranges, batch sizes; the parallel degrees against the world size in
   ``motif_titan.infra.job_rules.check_parallel_degrees``.
 * each motif_titan section validates its own fields, with the helpers of ``motif_titan.config_checks``:
-  ``[optimizer]`` (TorchTitan's fields and Muon's) in ``motif_titan.optim.builder.validate_muon_config``, ``[model] gda_value_path`` in
-  ``motif_titan.model.args.validate_model_fields``, ``[curriculum]`` in
+  ``[optimizer]`` (TorchTitan's fields and Muon's) in ``motif_titan.optim.builder.validate_muon_config``,
+  ``[model] gda_value_path`` in ``motif_titan.model.args.validate_model_fields``, ``[curriculum]`` in
   ``motif_titan.data.curriculum.validate_curriculum_fields`` / ``parse_curriculum`` and
   ``motif_titan.data.ramps.validate_ramps``; ``[guard]`` in ``GuardConfig`` (when the section is read) and
   against ``[parallelism]`` in ``motif_titan.infra.nonfinite_guard.check_guard_with_parallelism``.

@@ -78,9 +78,9 @@ def validate_muon_config(config) -> None:
     """The ``[optimizer]`` fields motif_titan adds (and ``name``, which picks the builder): types and ranges, raised
     naming ``optimizer.<field>`` and its allowed values before any optimizer is built. Called by
     ``motif_titan.validate.validate_job_config`` before TorchTitan builds anything, and again by the builder (for
-    other trainers), with TorchTitan's own fields of the section (``check_optimizer_fields``). The settings ``Muon`` itself takes are checked by the
-    functions its constructor calls too (``check_assignment``, ``check_adjust_lr``, ``check_ns_coefficients``,
-    ``check_chunk_size``)."""
+    other trainers), with TorchTitan's own fields of the section (``check_optimizer_fields``). The settings
+    ``Muon`` itself takes are checked by the functions its constructor calls too (``check_assignment``,
+    ``check_adjust_lr``, ``check_ns_coefficients``, ``check_chunk_size``)."""
     check_optimizer_fields(config)
     if config.name not in MUON_NAMES and config.name not in TORCHTITAN_NAMES:
         refuse("optimizer.name", config.name, sorted(MUON_NAMES) + list(TORCHTITAN_NAMES))
