@@ -27,6 +27,7 @@ import logging
 import logging.handlers
 import os
 import re
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -340,3 +341,29 @@ class RunReport:
         if self.job_config.checkpoint.enable and checkpoints.is_dir():
             found.append(f"{self.job_config.checkpoint.folder}/ (checkpoints)")
         return found
+
+
+class TensorProgress:
+    """A command-line tool's progress over tensors (upscale, export): tqdm when installed, else a plain counter on
+    stderr."""
+
+    def __init__(self, total: int, desc: str):
+        try:
+            from tqdm import tqdm
+            self._bar = tqdm(total=total, desc=desc, unit="tensor", file=sys.stderr)
+        except ImportError:
+            self._bar = None
+        self.total, self.done, self.desc = total, 0, desc
+
+    def update(self, key: str) -> None:
+        self.done += 1
+        if self._bar is not None:
+            self._bar.update(1)
+        else:
+            print(f"\r{self.desc}: {self.done}/{self.total} tensors", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        else:
+            print(file=sys.stderr)

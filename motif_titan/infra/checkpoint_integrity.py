@@ -29,6 +29,14 @@
   LR schedule at step N, while the optimizer state, the data position and the token count start fresh. One log
   line says so and names ``--checkpoint.no-last-save-model-only``, which keeps full state in the last save.
 
+* **Step folders describe their model.** Every step folder of a motif2 run gets ``model_args.json`` (the
+  model's shapes, eps and RoPE settings, ``motif_titan.model.hf_config``) before its files are written, so
+  ``python -m motif_titan.export`` and ``model.flavor = "from_checkpoint"`` need no flavor name.
+* **An HF last save is a complete HF model folder** (``checkpoint.last_save_in_hf``): TorchTitan's HF writer gets
+  the shard plan of ``motif_titan.export.hf_folder`` (shards of at most 5 GB, the export's file names), GDA's
+  lambda vectors stay float32 as in an export, and ``config.json``, ``generation_config.json`` and the tokenizer
+  files of ``model.hf_assets_path`` are written beside the shards; the per-rank staging folder is removed.
+
 Not covered: TorchTitan's fault-tolerance (torchft) dataloader checkpoints, which are saved per replica in their
 own folder, get no manifest.
 """
@@ -38,6 +46,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 import warnings
 import zlib
@@ -52,6 +61,7 @@ from torchtitan.components.checkpoint import (
     AsyncMode,
     CheckpointManager,
     LR_SCHEDULER,
+    MODEL,
     TRAIN_STATE,
 )
 from torchtitan.tools.logging import logger
@@ -255,7 +265,11 @@ def _log_on_rank0(log, message: str) -> None:
 
 
 class IntegrityCheckpointManager(CheckpointManager):
-    """TorchTitan's CheckpointManager with manifests, verified loads and continuable model-only last saves."""
+    """TorchTitan's CheckpointManager with manifests, verified loads, continuable model-only last saves, step
+    folders that describe their model and HF last saves that are complete HF folders."""
+
+    model_args = None  # the run's Motif2ModelArgs (None: another model; no description, TorchTitan's HF save)
+    hf_assets_path: str | None = None
 
     @classmethod
     def replacing(cls, old: CheckpointManager, trainer) -> "IntegrityCheckpointManager":
@@ -263,10 +277,15 @@ class IntegrityCheckpointManager(CheckpointManager):
         with the same states and config; the old one is closed."""
         old.close()
         job_config = trainer.job_config
-        return cls(dataloader=trainer.dataloader, model_parts=trainer.model_parts, optimizers=trainer.optimizers,
-                   lr_schedulers=trainer.lr_schedulers, states={TRAIN_STATE: trainer},
-                   checkpoint_config=job_config.checkpoint, sd_adapter=getattr(old, "sd_adapter", None),
-                   base_folder=job_config.job.dump_folder)
+        manager = cls(dataloader=trainer.dataloader, model_parts=trainer.model_parts, optimizers=trainer.optimizers,
+                      lr_schedulers=trainer.lr_schedulers, states={TRAIN_STATE: trainer},
+                      checkpoint_config=job_config.checkpoint, sd_adapter=getattr(old, "sd_adapter", None),
+                      base_folder=job_config.job.dump_folder)
+        from motif_titan.model.args import Motif2ModelArgs
+
+        if isinstance(getattr(trainer, "model_args", None), Motif2ModelArgs):
+            manager.model_args, manager.hf_assets_path = trainer.model_args, job_config.model.hf_assets_path
+        return manager
 
     # ---- save ----
 
@@ -274,7 +293,18 @@ class IntegrityCheckpointManager(CheckpointManager):
         return not (self.enable_ft_dataloader_checkpoints and checkpoint_id.startswith(self._ft_folder()))
 
     def dcp_save(self, state_dict, checkpoint_id, async_mode, enable_garbage_collection=False, to_hf=False):
+        # an HF save describes its model in config.json, as an export does
+        described = self.model_args is not None and not to_hf and self._wants_manifest(checkpoint_id)
+        if described and _rank() == 0:
+            from motif_titan.model.hf_config import write_model_args
+
+            os.makedirs(checkpoint_id, exist_ok=True)
+            write_model_args(checkpoint_id, self.model_args)
+        if to_hf and self.model_args is not None:
+            self.sd_adapter.fqn_to_index_mapping = self._hf_shard_plan(state_dict)
         result = super().dcp_save(state_dict, checkpoint_id, async_mode, enable_garbage_collection, to_hf)
+        if to_hf and self.model_args is not None:
+            self._complete_hf_folder(checkpoint_id, state_dict)
         if not self._wants_manifest(checkpoint_id):
             return result
         if async_mode == AsyncMode.DISABLED:
@@ -287,6 +317,43 @@ class IntegrityCheckpointManager(CheckpointManager):
             return AsyncSaveResponse(staging_completion=result.staging_completion,
                                      upload_completion=self._then_manifest(result.upload_completion, checkpoint_id))
         return self._then_manifest(result, checkpoint_id)
+
+    def _save_last_step(self, curr_step: int) -> None:
+        """TorchTitan's last save, except that an HF last save keeps GDA's lambda vectors in float32 (as an export
+        does) while the other tensors take ``checkpoint.export_dtype``."""
+        if not (self.last_save_in_hf and self.last_save_model_only and self.model_args is not None):
+            return super()._save_last_step(curr_step)
+        from motif_titan.export.hf_folder import export_dtype
+
+        states = {k: v.to(export_dtype(k, self.export_dtype)) for k, v in self.states[MODEL].state_dict().items()}
+        logger.info(f"Saving the model in HF format ({self.export_dtype}, GDA lambdas in float32) at last step, "
+                    f"step {curr_step}.")
+        self.dcp_save(states, checkpoint_id=self._create_checkpoint_id(curr_step), async_mode=AsyncMode.DISABLED,
+                      enable_garbage_collection=True, to_hf=True)
+
+    def _hf_shard_plan(self, state_dict: dict[str, Any]) -> dict[str, int]:
+        """The export's shard plan for this state dict (native names, global sizes of DTensors)."""
+        from motif_titan.export.hf_folder import hf_tensor_sizes, shard_plan
+
+        shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+        return shard_plan(hf_tensor_sizes(shapes, lambda k: state_dict[k].dtype, self.model_args))
+
+    def _complete_hf_folder(self, checkpoint_id: str, state_dict: dict[str, Any]) -> None:
+        """After TorchTitan's HF writer and consolidation (every rank): config.json, generation config and tokenizer
+        files beside the shards, the staging folder gone."""
+        if dist.is_initialized():
+            dist.barrier()
+        if _rank() == 0:
+            from pathlib import Path
+
+            from motif_titan.data.text_dataloader import EMBEDDED, embedded_assets_dir
+            from motif_titan.export.hf_folder import write_side_files
+
+            assets = self.hf_assets_path
+            assets = embedded_assets_dir() / "tokenizer" if assets == EMBEDDED else (Path(assets) if assets else None)
+            dtype = next((v.dtype for k, v in state_dict.items() if ".attention.lambda_" not in k), torch.float32)
+            write_side_files(Path(checkpoint_id), self.model_args, assets, dtype)
+            shutil.rmtree(os.path.join(checkpoint_id, "sharded"), ignore_errors=True)
 
     def _then_manifest(self, upload: Future, checkpoint_id: str) -> Future:
         """A future that completes when ``upload`` did and, on rank 0, the manifest is written (the upload

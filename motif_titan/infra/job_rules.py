@@ -7,6 +7,7 @@ TorchTitan's ``pipeline_llm`` and the converters trust what passed.
 """
 
 import math
+import os
 
 from torchtitan.config import JobConfig
 from torchtitan.tools import utils as tt_utils
@@ -174,8 +175,31 @@ def check_converters(model_args: Motif2ModelArgs, job_config: JobConfig) -> None
         check_auto_filter_recipe(job_config.quantize.linear.float8.recipe_name)
 
 
+def check_initial_load(model_args: Motif2ModelArgs, job_config: JobConfig) -> None:
+    """The checkpoint a job loads first, when it describes itself (a step folder's ``model_args.json``, an HF
+    folder's ``config.json``), has the flavor's shapes: else TorchTitan would stop mid-load on the first tensor
+    ("Size mismatch between saved ... and current ..."). Each differing field is named (config.json's names for an
+    HF folder); ``model.flavor = "from_checkpoint"`` takes the checkpoint's shapes."""
+    from motif_titan.model import FROM_CHECKPOINT, initial_load_folder
+    from motif_titan.model.hf_config import MODEL_ARGS_FILE, checkpoint_model_args, shape_differences
+
+    folder, field = initial_load_folder(job_config)
+    if folder is None or not job_config.checkpoint.enable or not os.path.isdir(folder):
+        return
+    saved = checkpoint_model_args(folder)
+    if saved is None:
+        return
+    hf = not os.path.isfile(os.path.join(folder, MODEL_ARGS_FILE))
+    differences = shape_differences(saved, model_args, names="hf" if hf else "native")
+    if differences:
+        raise ConfigError(f"model.flavor = {job_config.model.flavor!r} does not have the shapes of {field} = "
+                          f"{folder!r} ({'config.json' if hf else MODEL_ARGS_FILE}): {'; '.join(differences)}; "
+                          f"use the flavor it was trained with, or model.flavor = {FROM_CHECKPOINT!r}")
+
+
 def check_motif2_job(model_args: Motif2ModelArgs, job_config: JobConfig, world_size: int | None = None) -> None:
     """Every rule above, for ``model_args`` that took the job (``update_from_config``)."""
+    check_initial_load(model_args, job_config)
     check_tensor_parallel(model_args, job_config)
     check_context_parallel(model_args, job_config)
     check_pipeline_parallel(model_args, job_config)

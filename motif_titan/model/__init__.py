@@ -1,6 +1,8 @@
 """The Motif-2 model: flavors (name -> Motif2ModelArgs), the model classes and the HF state-dict adapter."""
 
+
 from .args import Motif2ModelArgs
+from .hf_config import checkpoint_model_args, model_args_record
 from .model import GroupedDiffAttention, Motif2Model, PolyNorm, PolyNormFeedForward, lambda_init_for_layer
 from .state_dict_adapter import Motif2StateDictAdapter
 
@@ -14,7 +16,46 @@ __all__ = [
     "lambda_init_for_layer",
     "motif2_args",
     "Motif2Flavors",
+    "FROM_CHECKPOINT",
+    "CheckpointShapedArgs",
+    "initial_load_folder",
 ]
+
+FROM_CHECKPOINT = "from_checkpoint"
+
+
+def initial_load_folder(job_config) -> tuple[str | None, str | None]:
+    """The folder a job's first load reads weights from, and the TOML field that names it: TorchTitan's
+    ``checkpoint.initial_load_path``, else (``checkpoint.initial_load_in_hf``) ``model.hf_assets_path``; (None,
+    None) when the job loads no initial weights."""
+    checkpoint = job_config.checkpoint
+    if checkpoint.initial_load_path:
+        return checkpoint.initial_load_path, "checkpoint.initial_load_path"
+    if checkpoint.initial_load_in_hf and job_config.model.hf_assets_path not in (None, "", "embedded"):
+        return job_config.model.hf_assets_path, "model.hf_assets_path"
+    return None, None
+
+
+class CheckpointShapedArgs(Motif2ModelArgs):
+    """The args of ``model.flavor = "from_checkpoint"``: the shapes, eps and RoPE settings of the checkpoint the
+    job first loads (its ``model_args.json`` or ``config.json``), read when the args take the job
+    (``update_from_config``), so a checkpoint of any Motif-2 shape (an upscaled one, a Hub model) trains without a
+    flavor written in code. Until then they hold the debug shapes."""
+
+    def update_from_config(self, job_config, **kwargs) -> None:
+        folder, field = initial_load_folder(job_config)
+        if folder is None:
+            raise ValueError(f"model.flavor = {FROM_CHECKPOINT!r} takes its shapes from the checkpoint the job "
+                             "loads first: set checkpoint.initial_load_path (a step folder or an HF folder), or "
+                             "checkpoint.initial_load_in_hf = true with model.hf_assets_path")
+        shapes = checkpoint_model_args(folder)
+        if shapes is None:
+            raise ValueError(f"model.flavor = {FROM_CHECKPOINT!r}: {field} = {folder!r} has neither "
+                             "model_args.json nor config.json to read the model's shapes from")
+        for name, value in model_args_record(shapes).items():
+            setattr(self, name, value)
+        self.__post_init__()
+        super().update_from_config(job_config, **kwargs)
 
 
 
@@ -22,7 +63,10 @@ class Motif2Flavors(dict):
     """name -> Motif2ModelArgs; an unknown name is an error that names ``model.flavor`` and the choices."""
 
     def __missing__(self, flavor: str):
-        raise ValueError(f"model.flavor = {flavor!r} is not a motif2 flavor; allowed: {sorted(self)}")
+        if flavor == FROM_CHECKPOINT:
+            return CheckpointShapedArgs(**_DEBUG_SHAPES)
+        raise ValueError(f"model.flavor = {flavor!r} is not a motif2 flavor; allowed: {sorted(self)}, or "
+                         f"{FROM_CHECKPOINT!r} (the shapes of the checkpoint the job loads first)")
 
 
 _DEBUG_SHAPES = dict(

@@ -7,8 +7,10 @@ import os
 import sys
 import time
 
+from motif_titan.console import TensorProgress
 from motif_titan.infra.atomic_output import AtomicDirectory, remove_stale_temporaries, terminate_on_sigterm
 from motif_titan.model import motif2_args
+from motif_titan.model.hf_config import write_model_args
 
 from .checkpoint_io import infer_model_args, open_checkpoint, write_dcp, write_hf
 from .drift import logits_drift
@@ -92,31 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _Progress:
-    """tqdm when installed, else a plain counter on stderr."""
-
-    def __init__(self, total: int, desc: str):
-        try:
-            from tqdm import tqdm
-            self._bar = tqdm(total=total, desc=desc, unit="tensor", file=sys.stderr)
-        except ImportError:
-            self._bar = None
-        self.total, self.done, self.desc = total, 0, desc
-
-    def update(self, key: str) -> None:
-        self.done += 1
-        if self._bar is not None:
-            self._bar.update(1)
-        else:
-            print(f"\r{self.desc}: {self.done}/{self.total} tensors", end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        else:
-            print(file=sys.stderr)
-
-
 def run(argv: list[str] | None = None) -> dict:
     """Parse, validate everything, then write; returns a summary (raises on bad input before writing)."""
     args = build_parser().parse_args(argv)
@@ -142,11 +119,13 @@ def run(argv: list[str] | None = None) -> dict:
     upscaler = Upscaler(plan, reader, DTYPES[args.dtype])
     start = time.monotonic()
     with AtomicDirectory(args.dst, "--dst", args.overwrite) as tmp:
-        progress = _Progress(len(upscaler.shapes), f"writing {args.format}")
+        progress = TensorProgress(len(upscaler.shapes), f"writing {args.format}")
         if args.format == "hf":
-            write_hf(tmp, upscaler.shapes, upscaler.tensor, plan.target, reader.hf_config, progress.update)
+            write_hf(tmp, plan.target, upscaler.shapes, upscaler.tensor, upscaler.dtype_of, DTYPES[args.dtype],
+                     reader.path if reader.format == "hf" else None, progress.update)
         else:
             write_dcp(tmp, upscaler.shapes, upscaler.dtypes(), upscaler.tensor, progress.update)
+            write_model_args(tmp, plan.target)  # the folder describes itself, like a training run's step folder
         progress.close()
         summary["write_seconds"] = round(time.monotonic() - start, 2)
         if args.verify_tokens > 0:

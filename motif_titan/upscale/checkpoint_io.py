@@ -10,8 +10,10 @@ or damaged file is refused naming the file, instead of failing mid-write.
 
 Destinations are written to a temporary sibling directory (motif_titan.infra.atomic_output) that is renamed to the
 destination only once complete:
-- ``hf``: one safetensors shard for the embeddings, one per layer and one for the final norm and head, plus
-  ``model.safetensors.index.json`` (and ``config.json`` when the source had one, with the new shapes);
+- ``hf``: the HF model folder ``python -m motif_titan.export`` writes (``motif_titan.export.hf_folder``):
+  safetensors shards of at most 5 GB, ``model.safetensors.index.json``, ``config.json`` in Motif's field names
+  (the source's config.json as the base, with the new shapes), ``generation_config.json``, and an HF source's
+  tokenizer, chat-template and remote-code files;
 - ``dcp``: a model-only DCP checkpoint keyed by parameter FQN, which TorchTitan's CheckpointManager loads with
   ``checkpoint.initial_load_path`` (``initial_load_model_only`` is its default). Each tensor is produced only when
   DCP's writer asks for it and goes to its own file, so at most one tensor is held at a time.
@@ -27,15 +29,18 @@ from pathlib import Path
 import torch
 import torch.distributed.checkpoint as dcp
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-from motif_titan.model import Motif2Model, Motif2ModelArgs, Motif2StateDictAdapter
+from motif_titan.export.hf_folder import write_safetensors, write_side_files
+from motif_titan.model import Motif2Model, Motif2ModelArgs
+from motif_titan.model.hf_config import MODEL_ARGS_FILE, checkpoint_model_args, read_hf_config, shape_differences
 from motif_titan.model.state_dict_adapter import from_hf_name, split_layer_index, to_hf_name
 
+# what a checkpoint's description gives that its tensors cannot tell
+_DESCRIBED_FIELDS = ("norm_eps", "subln_eps", "polynorm_eps", "rope_theta", "max_seq_len")
 # entries of a full TorchTitan checkpoint that are not model parameters
 _TRAINING_STATE_PREFIXES = ("optimizer", "lr_scheduler", "dataloader", "train_state")
 
@@ -48,11 +53,12 @@ class CorruptCheckpointError(ValueError):
     """A source file is truncated or damaged."""
 
 
-def check_safetensors_file(file: Path) -> None:
+def check_safetensors_file(file: Path, label: str = "--src") -> None:
     """The layout safetensors requires, checked from the header alone: an 8-byte little-endian header length N,
-    N bytes of JSON, then exactly the data bytes the header's ``data_offsets`` cover."""
+    N bytes of JSON, then exactly the data bytes the header's ``data_offsets`` cover. Errors start with ``label``
+    (the command-line option that named the checkpoint) and the file."""
     size = file.stat().st_size
-    where = f"--src {file}"
+    where = f"{label} {file}"
     with open(file, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
@@ -88,7 +94,7 @@ def check_safetensors_file(file: Path) -> None:
                                      "(safetensors refuses trailing bytes)")
 
 
-def check_dcp_storage(path: Path, metadata, entries: dict) -> None:
+def check_dcp_storage(path: Path, metadata, entries: dict, label: str = "--src") -> None:
     """Every stored chunk of ``entries`` (the keys the upscaler reads) is recorded in ``.metadata`` and lies inside
     an existing ``.distcp`` file (offset + length <= its size), so a truncated or missing file is named before
     anything is written."""
@@ -100,7 +106,7 @@ def check_dcp_storage(path: Path, metadata, entries: dict) -> None:
     sizes: dict[str, int | None] = {}
     for key in entries:
         if key not in chunks:
-            raise CorruptCheckpointError(f"--src {path / '.metadata'}: damaged: no stored data recorded for "
+            raise CorruptCheckpointError(f"{label} {path / '.metadata'}: damaged: no stored data recorded for "
                                          f"{key!r}")
         for info in chunks[key]:
             file = path / info.relative_path
@@ -108,19 +114,23 @@ def check_dcp_storage(path: Path, metadata, entries: dict) -> None:
                 sizes[info.relative_path] = file.stat().st_size if file.is_file() else None
             size = sizes[info.relative_path]
             if size is None:
-                raise CorruptCheckpointError(f"--src {file}: missing: .metadata places {key!r} in it")
+                raise CorruptCheckpointError(f"{label} {file}: missing: .metadata places {key!r} in it")
             if info.offset + info.length > size:
                 raise CorruptCheckpointError(
-                    f"--src {file}: truncated: {size} bytes, but .metadata places {key!r} at bytes "
+                    f"{label} {file}: truncated: {size} bytes, but .metadata places {key!r} at bytes "
                     f"{info.offset}..{info.offset + info.length}")
 
 
 class CheckpointReader:
-    """Native (motif_titan) parameter names -> tensors, read lazily one at a time."""
+    """Native (motif_titan) parameter names -> tensors, read lazily one at a time. ``description``: the model the
+    folder says it holds (its ``model_args.json`` or ``config.json``), None if it says nothing; ``label``: the
+    command-line option that named it, for errors."""
 
     path: Path
     format: str
     hf_config: dict
+    label: str = "--src"
+    description: Motif2ModelArgs | None = None
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         raise NotImplementedError
@@ -136,22 +146,23 @@ class CheckpointReader:
 class HFSafetensorsReader(CheckpointReader):
     format = "hf"
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.hf_config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+    def __init__(self, path: Path, label: str = "--src"):
+        self.path, self.label = path, label
+        self.hf_config = read_hf_config(path) or {}
+        self.description = checkpoint_model_args(path)
         self._file_of: dict[str, Path] = {}
         self._hf_key: dict[str, str] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
         files = sorted(path.glob("*.safetensors"))
         for file in files:
-            check_safetensors_file(file)
+            check_safetensors_file(file, label)
         for file in files:
             with safe_open(file, framework="pt") as f:
                 for hf_key in f.keys():
                     try:
                         native = from_hf_name(hf_key)
                     except KeyError:
-                        raise NotMotif2Error(f"--src {path} is not a Motif-2 checkpoint: tensor {hf_key!r} in "
+                        raise NotMotif2Error(f"{label} {path} is not a Motif-2 checkpoint: tensor {hf_key!r} in "
                                              f"{file.name} has no Motif-2 name") from None
                     if native is None:
                         continue
@@ -189,23 +200,24 @@ class _ReaderOfReadMetadata(FileSystemReader):
 class DCPReader(CheckpointReader):
     format = "dcp"
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, label: str = "--src"):
+        self.path, self.label = path, label
         self.hf_config = {}
+        self.description = checkpoint_model_args(path)
         try:
             metadata = FileSystemReader(str(path)).read_metadata()
         except Exception as e:  # a truncated or foreign pickle: EOFError, UnpicklingError, AttributeError, ...
-            raise CorruptCheckpointError(f"--src {path / '.metadata'}: unreadable DCP metadata, the file may be "
+            raise CorruptCheckpointError(f"{label} {path / '.metadata'}: unreadable DCP metadata, the file may be "
                                          f"truncated ({type(e).__name__}: {e})") from None
         self._meta: dict[str, TensorStorageMetadata] = {}
         for key, meta in metadata.state_dict_metadata.items():
             if key.split(".", 1)[0] in _TRAINING_STATE_PREFIXES:
                 continue
             if not (_is_motif2_name(key) and isinstance(meta, TensorStorageMetadata)):
-                raise NotMotif2Error(f"--src {path} is not a Motif-2 checkpoint: entry {key!r} is not a Motif-2 "
+                raise NotMotif2Error(f"{label} {path} is not a Motif-2 checkpoint: entry {key!r} is not a Motif-2 "
                                      "parameter")
             self._meta[key] = meta
-        check_dcp_storage(path, metadata, self._meta)
+        check_dcp_storage(path, metadata, self._meta, label)
         self._reader = _ReaderOfReadMetadata(path, metadata)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -238,23 +250,25 @@ def _single_process_dcp() -> Iterator[None]:
             raise
 
 
-def open_checkpoint(path: str | os.PathLike) -> CheckpointReader:
+def open_checkpoint(path: str | os.PathLike, label: str = "--src") -> CheckpointReader:
+    """A reader of a DCP step folder or an HF safetensors folder; errors start with ``label`` and the path."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"--src {path}: no such directory")
+        raise FileNotFoundError(f"{label} {path}: no such directory")
     if (path / ".metadata").is_file():
-        return DCPReader(path)
+        return DCPReader(path, label)
     if any(path.glob("*.safetensors")):
-        return HFSafetensorsReader(path)
-    raise NotMotif2Error(f"--src {path} is not a Motif-2 checkpoint: neither a TorchTitan DCP checkpoint "
+        return HFSafetensorsReader(path, label)
+    raise NotMotif2Error(f"{label} {path} is not a Motif-2 checkpoint: neither a TorchTitan DCP checkpoint "
                          "(.metadata) nor HF safetensors (*.safetensors)")
 
 
 def infer_model_args(reader: CheckpointReader) -> Motif2ModelArgs:
-    """The source's shapes, read off its tensors (eps / RoPE settings from an HF ``config.json`` when present);
+    """The source's shapes, read off its tensors; eps, RoPE settings and the context length from the folder's own
+    description (``model_args.json`` or ``config.json``) when it has one, whose shapes must then be the tensors';
     every required tensor must be there with a shape that fits."""
     shapes = reader.shapes()
-    where = f"--src {reader.path} is not a Motif-2 checkpoint"
+    where = f"{reader.label} {reader.path} is not a Motif-2 checkpoint"
 
     def need(key: str) -> tuple[int, ...]:
         if key not in shapes:
@@ -272,12 +286,8 @@ def infer_model_args(reader: CheckpointReader) -> Motif2ModelArgs:
     ffn, _ = need("layers.0.feed_forward.w1.weight")
     n_heads, n_kv = q_rows // head_dim, kv_rows // head_dim
     n_signal = wo_cols // (2 * head_dim)
-    config = reader.hf_config
-    overrides = {}
-    for field, hf_field in (("norm_eps", "rms_norm_eps"), ("rope_theta", "rope_theta"),
-                            ("max_seq_len", "max_position_embeddings")):
-        if hf_field in config:
-            overrides[field] = type(getattr(Motif2ModelArgs, field))(config[hf_field])
+    described = reader.description
+    overrides = {} if described is None else {f: getattr(described, f) for f in _DESCRIBED_FIELDS}
     try:
         args = Motif2ModelArgs(
             dim=dim, n_layers=len(layer_ids), n_heads=n_heads, n_kv_heads=n_kv, n_noise_heads=n_heads - n_signal,
@@ -294,6 +304,9 @@ def infer_model_args(reader: CheckpointReader) -> Motif2ModelArgs:
     extra = sorted(set(shapes) - set(expected) - {"output.weight"})
     if extra:
         raise NotMotif2Error(f"{where}: unexpected tensors {extra[:3]}")
+    if described is not None and (differences := shape_differences(described, args, model_label="tensors")):
+        raise NotMotif2Error(f"{reader.label} {reader.path}: its description ({MODEL_ARGS_FILE} or config.json) "
+                             f"does not match its tensors: {'; '.join(differences)}")
     return args
 
 
@@ -321,38 +334,13 @@ def expected_shapes(args: Motif2ModelArgs, include_tied_output: bool = True) -> 
 TensorSource = Callable[[str], torch.Tensor]
 
 
-def write_hf(directory: Path, shapes: dict[str, tuple[int, ...]], produce: TensorSource,
-             args: Motif2ModelArgs, hf_config: dict, on_tensor: Callable[[str], None]) -> None:
-    """Safetensors shards (embeddings | one per layer | final norm + head) and the index, in HF names."""
-    adapter = Motif2StateDictAdapter(args, None)
-    groups: dict[str, list[str]] = {}
-    for key in shapes:
-        index = split_layer_index(key)[0]
-        group = f"layer{index}" if index is not None else ("embed" if key == "tok_embeddings.weight" else "final")
-        groups.setdefault(group, []).append(key)
-    weight_map, total = {}, 0
-    for n, keys in enumerate(groups.values(), start=1):
-        name = f"model-{n:05d}-of-{len(groups):05d}.safetensors"
-        shard = {}
-        for key in keys:
-            tensor = produce(key)
-            on_tensor(key)
-            for hf_key, value in adapter.to_hf({key: tensor}).items():
-                shard[hf_key] = value.contiguous()
-                weight_map[hf_key] = name
-                total += value.numel() * value.element_size()
-        if shard:
-            save_file(shard, str(directory / name), metadata={"format": "pt"})
-        del shard
-    (directory / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    if hf_config:
-        config = dict(hf_config)
-        config.update(hidden_size=args.dim, intermediate_size=args.ffn_hidden_dim, num_hidden_layers=args.n_layers,
-                      num_attention_heads=args.n_heads, num_key_value_heads=args.n_kv_heads,
-                      num_noise_heads=args.n_noise_heads, head_dim=args.head_dim,  # loaders guess both wrong if absent
-                      tie_word_embeddings=args.enable_weight_tying)
-        (directory / "config.json").write_text(json.dumps(config, indent=2))
+def write_hf(directory: Path, args: Motif2ModelArgs, shapes: dict[str, tuple[int, ...]], produce: TensorSource,
+             dtype_of: Callable[[str], torch.dtype], dtype: torch.dtype, assets: Path | None,
+             on_tensor: Callable[[str], None]) -> None:
+    """An HF model folder (motif_titan.export.hf_folder: shards of at most 5 GB, index, config.json in Motif's
+    names, generation config, and the tokenizer / template / remote-code files of ``assets``)."""
+    write_safetensors(directory, args, shapes, produce, dtype_of, on_tensor)
+    write_side_files(directory, args, assets, dtype)
 
 
 class _LazySavePlanner(DefaultSavePlanner):
