@@ -111,6 +111,10 @@ def run(argv: list[str] | None = None) -> dict:
         return {"plan": plan, "target_shapes_match_flavor": matching_flavor(plan.target, motif2_args)}
     reader = open_checkpoint(args.src)
     plan = plan_upscale(infer_model_args(reader), spec)
+    if reader.description is None:
+        print(f"warning: --src {reader.path} does not describe its model (no model_args.json, no config.json): its "
+              "shapes are read off the tensors, but eps, RoPE theta and the context length are assumed to be "
+              "Motif2ModelArgs' defaults; the written model carries these", file=sys.stderr, flush=True)
     print(plan.describe(motif2_args), flush=True)
     summary = {"source": reader.path.as_posix(), "source_format": reader.format, "spec": vars(spec).copy(),
                "target_shapes_match_flavor": matching_flavor(plan.target, motif2_args)}

@@ -4,7 +4,6 @@ the format (tests/helpers/motif_hf_reference.py, no motif_titan code) computes t
 Motif's loaders read is written; bad input is refused naming the option. The folders a real training run saves
 are exported in tests/integration/test_export_runs.py."""
 
-import copy
 import dataclasses
 import json
 
@@ -17,14 +16,11 @@ from torchtitan.config import ConfigManager
 
 from motif_titan.export.__main__ import main as export_main
 from motif_titan.model import Motif2Model, Motif2ModelArgs, Motif2StateDictAdapter, motif2_args
-from motif_titan.model.hf_config import (ModelDescriptionError, from_hf_config, to_hf_config, write_model_args)
+from motif_titan.model.hf_config import ModelDescriptionError, from_hf_config, to_hf_config, write_model_args
 from motif_titan.upscale.__main__ import run as upscale_run
 from motif_titan.validate import validate_job_config
 from helpers.launch import DEBUG_TOML
-from helpers.motif_hf_reference import reference_logits
-
-TOKENS = torch.randint(0, 2048, (2, 24), generator=torch.Generator().manual_seed(0))
-
+from helpers.hf_export import assert_round_trip, import_hf
 
 def make_model(args: Motif2ModelArgs, seed: int = 0) -> Motif2Model:
     """A model with every parameter away from its init value (lambda vectors, norms and PolyNorm too)."""
@@ -46,29 +42,6 @@ def save_step_folder(folder, model: Motif2Model, args: Motif2ModelArgs, describe
     if describe:
         write_model_args(folder, args)
     return str(folder)
-
-
-def import_hf(folder) -> Motif2Model:
-    """The exported folder read back the way TorchTitan's ``checkpoint.initial_load_in_hf`` reads it: the model
-    built from its config.json, the adapter's HF names, DCP's HF storage reader."""
-    args = from_hf_config(json.loads((folder / "config.json").read_text()), "config.json")
-    model = Motif2Model(args)
-    adapter = Motif2StateDictAdapter(args, str(folder))
-    hf_state = adapter.to_hf(model.state_dict())
-    dcp.load(hf_state, storage_reader=adapter.get_hf_storage_reader(str(folder)), no_dist=True)
-    model.load_state_dict(adapter.from_hf(hf_state))
-    return model.eval()
-
-
-def assert_round_trip(model: Motif2Model, out) -> None:
-    with torch.no_grad():
-        expected = model(TOKENS)
-        assert torch.equal(import_hf(out)(TOKENS), expected), "the fp32 export must load back bit for bit"
-        float64 = copy.deepcopy(model).double()(TOKENS)
-    reference = reference_logits(out, TOKENS)
-    # the model's RoPE table is a float32 buffer (rounded by ~6e-8 relative), the reader's is float64; a wrong
-    # tensor, layout or field moves logits by far more than 1e-7
-    assert torch.allclose(reference, float64, rtol=0, atol=1e-7), (reference - float64).abs().max()
 
 
 @pytest.mark.parametrize("flavor", ["debugmodel", "debugmodel_diffattn"])
