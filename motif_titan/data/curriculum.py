@@ -9,6 +9,7 @@
     name = "web"
     sources = ["data/web/", "more.parquet", "hf:/local/hf_dataset_dir", "embedded:prose", "shards/web_tokens"]
     text_field = "text"          # pretrain: the text column of jsonl / parquet / HF sources
+    streaming = false            # true: read the (all 'hf:') sources as streams, see document_sources
 
     [[curriculum.phases]]
     start = 0                    # in `unit`; phases must not overlap
@@ -38,7 +39,9 @@ from typing import Any
 MODES = ("pretrain", "sft")
 UNITS = ("steps", "tokens")
 CHAT_TEMPLATES = ("simple", "tokenizer")
-DOMAIN_KEYS = ("name", "sources", "text_field", "messages_field", "prompt_field", "response_field", "split")
+DOMAIN_KEYS = ("name", "sources", "text_field", "messages_field", "prompt_field", "response_field", "split",
+               "streaming")
+DOMAIN_STRING_KEYS = ("text_field", "messages_field", "prompt_field", "response_field", "split")
 PHASE_KEYS = ("start", "end", "start_weights", "end_weights", "cap")
 CAP_KEYS = ("domains", "max_share")
 
@@ -55,12 +58,12 @@ class CurriculumConfig:
     seed: int = 0
     domains: list[dict[str, Any]] = field(default_factory=list)
     """[[curriculum.domains]] tables: name, sources, text_field (pretrain), messages_field / prompt_field /
-    response_field (sft), split (HF sources)."""
+    response_field (sft), split (HF sources), streaming (HF sources read as streams)."""
     phases: list[dict[str, Any]] = field(default_factory=list)
     """[[curriculum.phases]] tables: start, end, start_weights, end_weights, cap."""
     chat_template: str = "simple"
-    """SFT: "simple" (see motif_titan.data.sft) or "tokenizer" (the chat_template of the tokenizer_config.json
-    in model.hf_assets_path)."""
+    """SFT: "simple" (see motif_titan.data.sft) or "tokenizer" (the tokenizer's template in model.hf_assets_path:
+    chat_template.jinja, chat_template.json or tokenizer_config.json's chat_template key)."""
     batch_ramp_start_tokens: int = 0
     """Global tokens per step at the start of the batch-size ramp (0 = no ramp); the ramp ends at
     training.global_batch_size * training.seq_len tokens."""
@@ -81,6 +84,9 @@ class DomainSpec:
     prompt_field: str = "prompt"
     response_field: str = "response"
     split: str = "train"
+    streaming: bool = False
+    """Open the ``hf:`` sources with ``streaming=True`` and read them in stream order (see
+    :class:`motif_titan.data.packing.StreamCursor`); every source of the domain must then be ``hf:``."""
 
 
 @dataclass(frozen=True)
@@ -171,10 +177,23 @@ def _parse_domain(i: int, raw: Any) -> DomainSpec:
         sources = [sources]
     if not isinstance(sources, list) or not sources or not all(isinstance(s, str) and s for s in sources):
         _fail(f"{where}.sources", sources, "a non-empty list of paths, 'hf:PATH' or 'embedded:NAME'")
-    for key in DOMAIN_KEYS[2:]:
+    for key in DOMAIN_STRING_KEYS:
         if key in raw and (not isinstance(raw[key], str) or not raw[key]):
             _fail(f"{where}.{key}", raw[key], "a non-empty string")
-    return DomainSpec(name=name, sources=tuple(sources), **{k: raw[k] for k in DOMAIN_KEYS[2:] if k in raw})
+    streaming = raw.get("streaming", False)
+    if not isinstance(streaming, bool):
+        _fail(f"{where}.streaming", streaming, "true or false (a bool; true reads the domain's 'hf:' sources as "
+              "streams)")
+    if streaming:
+        # A streamed domain has no length and no random access, an in-memory one is shuffled by index: one cursor
+        # cannot read both, so a domain is one or the other (mix them across domains instead).
+        for j, source in enumerate(sources):
+            if not source.startswith("hf:"):
+                _fail(f"{where}.sources[{j}]", source, f"'hf:PATH' sources only, with curriculum.{where}.streaming"
+                      " = true (files, token shards and embedded corpora are read into memory: put them in another"
+                      " domain, or set streaming = false)")
+    return DomainSpec(name=name, sources=tuple(sources), streaming=streaming,
+                      **{k: raw[k] for k in DOMAIN_STRING_KEYS if k in raw})
 
 
 def _parse_weights(where: str, raw: Any, names: Sequence[str]) -> tuple[float, ...]:

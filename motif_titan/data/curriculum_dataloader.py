@@ -16,7 +16,9 @@ tells which trainer step each micro-batch belongs to, so phases keyed to steps o
 trainer however far the loader reads ahead. The dataset's state (clock, mixer counters, each domain stream's
 epoch / position / leftover tokens, SFT packer) goes into TorchTitan's checkpoint through
 ``ParallelAwareDataloader`` (keyed ``dp_rank_<r>``), per worker by torchdata's StatefulDataLoader; a loader
-restored from it continues exactly with the same DP degree and ``num_workers``.
+restored from it continues exactly with the same DP degree and ``num_workers``. A streamed domain (``streaming =
+true``) is read by a :class:`~motif_titan.data.packing.StreamCursor` of the same stream index, its position in the
+stream saved the same way.
 """
 
 from collections.abc import Sequence
@@ -33,9 +35,9 @@ from torchtitan.components.tokenizer import BaseTokenizer
 from torchtitan.tools.logging import logger
 
 from .curriculum import CurriculumConfig, CurriculumSchedule, DomainSpec, parse_curriculum
-from .document_sources import DomainDocuments, open_domain
+from .document_sources import DomainDocuments, StreamedDocuments, open_domain
 from .mixer import ScheduledMixer
-from .packing import DocumentCursor, PackedDocumentStream
+from .packing import DocumentCursor, PackedDocumentStream, StreamCursor
 from .ramps import BatchClock, BatchSchedule, validate_ramps
 from .sft import SFTRowPacker, SimpleChatTemplate, TokenizerChatTemplate, conversation, sample_labels
 from .text_dataloader import build_text_dataloader
@@ -72,7 +74,8 @@ def build_curriculum_plan(config: CurriculumConfig, training, dp_world_size: int
 class CurriculumDataset(IterableDataset, Stateful):
     """Micro-batches of one DP rank (see the module docstring)."""
 
-    def __init__(self, plan: CurriculumPlan, documents: Sequence[DomainDocuments], tokenizer: BaseTokenizer,
+    def __init__(self, plan: CurriculumPlan, documents: Sequence[DomainDocuments | StreamedDocuments],
+                 tokenizer: BaseTokenizer,
                  dp_rank: int = 0, dp_world_size: int = 1, chat_template=None) -> None:
         self.plan = plan
         self.documents = list(documents)
@@ -94,7 +97,9 @@ class CurriculumDataset(IterableDataset, Stateful):
         stream = self.dp_rank * num_workers + worker
         num_streams = self.dp_world_size * num_workers
         n = len(self.plan.domains)
-        cursors = [DocumentCursor(docs, self.plan.seed, d, stream, num_streams) for d, docs in enumerate(self.documents)]
+        cursors = [StreamCursor(docs, stream, num_streams) if isinstance(docs, StreamedDocuments)
+                   else DocumentCursor(docs, self.plan.seed, d, stream, num_streams)
+                   for d, docs in enumerate(self.documents)]
         if self.plan.sft:
             self.cursors = cursors
             self.packer = SFTRowPacker(self.plan.batches.seq_len, self.tokenizer.eos_id)
@@ -139,13 +144,18 @@ class CurriculumDataset(IterableDataset, Stateful):
     def _next_sft_sample(self, point: float):
         domain = self.mixer.draw(point)
         cursor, spec = self.cursors[domain], self.plan.domains[domain]
-        for _ in range(len(cursor.documents) + 1):
+        # Give up once the whole share was tried: one epoch on from where this search started (a streamed
+        # domain's share has no length to count to).
+        give_up_at = (cursor.epoch + 1, cursor.position)
+        while True:
             messages = conversation(cursor.next_document(), spec)
             if any(m["role"] == "assistant" for m in messages):
                 tokens, targets = self.chat_template.encode(messages, self.tokenizer)
                 if len(tokens) <= self.plan.batches.seq_len:
                     return tokens, sample_labels(tokens, targets), domain
             self.sft_dropped_samples[domain] += 1
+            if (cursor.epoch, cursor.position) >= give_up_at:
+                break
         raise ValueError(f"curriculum.domains[{domain}] ({spec.name!r}): no sample fits in training.seq_len = "
                          f"{self.plan.batches.seq_len} tokens with an assistant message")
 
@@ -166,7 +176,7 @@ class CurriculumDataset(IterableDataset, Stateful):
         state = {
             STATE_MARKER: 1,
             "layout": [self.dp_rank, self.dp_world_size, *self._layout],
-            "num_documents": [len(d) for d in self.documents],
+            "num_documents": _num_documents(self.documents),
             "micro_batches": self.micro_batches,
             "clock": self.clock.state_dict(),
             "mixer": self.mixer.state_dict(),
@@ -191,9 +201,9 @@ class CurriculumDataset(IterableDataset, Stateful):
             raise ValueError(f"curriculum dataloader state saved for [dp_rank, dp_world_size, worker, num_workers]"
                              f" = {state['layout']}, restored into {layout}: keep the DP degree and "
                              "training.dataloader.num_workers of the run that saved it")
-        if state["num_documents"] != [len(d) for d in self.documents]:
+        if state["num_documents"] != _num_documents(self.documents):
             logger.warning(f"curriculum domains had {state['num_documents']} documents when saved, now "
-                           f"{[len(d) for d in self.documents]}: the data order differs from the saved run")
+                           f"{_num_documents(self.documents)}: the data order differs from the saved run")
         self.micro_batches = state["micro_batches"]
         self.clock.load_state_dict(state["clock"])
         self.mixer.load_state_dict(state["mixer"])
@@ -207,6 +217,11 @@ class CurriculumDataset(IterableDataset, Stateful):
         else:
             for stream, stream_state in zip(self.streams, state["streams"]):
                 stream.load_state_dict(stream_state)
+
+
+def _num_documents(documents: Sequence[DomainDocuments | StreamedDocuments]) -> list[int | None]:
+    """Documents per domain; None for a streamed one (its length is unknown)."""
+    return [None if isinstance(d, StreamedDocuments) else len(d) for d in documents]
 
 
 def _dataset_states(obj: Any) -> list[dict]:
@@ -328,11 +343,12 @@ def build_curriculum_dataloader(dp_world_size: int, dp_rank: int, tokenizer: Bas
     num_workers = job_config.training.dataloader.num_workers
     streams = dp_world_size * max(1, num_workers)
     for i, (domain, docs) in enumerate(zip(plan.domains, documents)):
-        if len(docs) < streams:
+        if not isinstance(docs, StreamedDocuments) and len(docs) < streams:  # a stream checks as it reads
             raise ValueError(f"curriculum.domains[{i}] ({domain.name!r}) has {len(docs)} documents, fewer than the "
                              f"{streams} streams (DP ranks x training.dataloader.num_workers) that read it")
     dataset = CurriculumDataset(plan, documents, tokenizer, dp_rank, dp_world_size, chat_template)
     logger.info(f"Curriculum ({plan.mode}): " + ", ".join(
-        f"{d.name} {len(docs)} documents" for d, docs in zip(plan.domains, documents))
+        f"{d.name} {n} documents" if n is not None else f"{d.name} streamed"
+        for d, n in zip(plan.domains, _num_documents(documents)))
         + f"; dp rank {dp_rank} of {dp_world_size}, {num_workers} workers")
     return CurriculumDataloader(dataset, dp_rank, dp_world_size, **asdict(job_config.training.dataloader))

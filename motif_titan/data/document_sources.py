@@ -9,6 +9,10 @@ Source strings (``[[curriculum.domains]] sources``):
 * ``hf:PATH``: ``datasets.load_dataset(PATH, split=<domain split>)`` -- a local dataset directory or data files,
   or a Hub name (Arrow-backed, memory-mapped by ``datasets``);
 * ``embedded:NAME``: ``motif_titan/assets/corpus/NAME.jsonl`` (prose, math, code).
+
+A domain with ``streaming = true`` has only ``hf:`` sources, opened with ``load_dataset(PATH, split=...,
+streaming=True)`` (an ``IterableDataset``: nothing is downloaded or read up front, the length is unknown) and read
+in stream order by :class:`~motif_titan.data.packing.StreamCursor`: :class:`StreamedDocuments`.
 """
 
 import bisect
@@ -66,11 +70,89 @@ class _HFColumn:
         return row if self.column is None else row[self.column]
 
 
-def open_domain(index: int, domain: DomainSpec, tokenizer, sft: bool) -> DomainDocuments:
+class StreamedDocuments:
+    """The ``hf:`` sources of a streamed domain, as ``datasets.IterableDataset`` objects (see the module
+    docstring). A stream of them is read by :class:`~motif_titan.data.packing.StreamCursor`; this class only opens
+    them, splits one for a stream and turns a read batch into documents (texts, or whole records for SFT)."""
+
+    def __init__(self, sources: list, column: str | None, domain: str, wheres: list[str]) -> None:
+        self.sources = sources
+        self.domain = domain
+        """``curriculum.domains[i] ('name')``, for errors."""
+        self.column = column
+        """The text column (pretraining), or None: a document is the whole record (SFT)."""
+        self.wheres = wheres
+        """How the user named each source (``curriculum.domains[i].sources[j] = 'hf:...'``), for errors."""
+
+    def split(self, source: int, stream: int, num_streams: int):
+        """A fresh ``IterableDataset`` of stream ``stream``'s share of source ``source`` (see
+        :class:`~motif_titan.data.packing.StreamCursor` for how ``split_dataset_by_node`` splits it)."""
+        from datasets.distributed import split_dataset_by_node
+
+        _reset_fsspec_in_forked_worker()
+        return split_dataset_by_node(self.sources[source], rank=stream, world_size=num_streams)
+
+    def documents(self, source: int, batch: dict[str, list]) -> list[Any]:
+        """The documents of one batch read by ``IterableDataset.iter`` (a dict of columns)."""
+        if self.column is None:
+            return [dict(zip(batch, row)) for row in zip(*batch.values())]
+        if self.column not in batch:
+            raise ValueError(f"{self.wheres[source]}: no {self.column!r} column (text_field); columns: "
+                             f"{list(batch)}")
+        return batch[self.column]
+
+
+_FSSPEC_RESET_IN = None
+
+
+def _reset_fsspec_in_forked_worker() -> None:
+    """A forked dataloader worker inherits fsspec's event-loop thread lock but not the thread, and a remote (Hub)
+    stream read through it then hangs. ``datasets`` resets it when it iterates in a worker itself; the streams here
+    are read with ``IterableDataset.iter`` (see StreamCursor), which does not, so do it once per worker process."""
+    global _FSSPEC_RESET_IN
+    import os
+
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is not None and _FSSPEC_RESET_IN != os.getpid():
+        import fsspec.asyn
+
+        fsspec.asyn.reset_lock()
+        _FSSPEC_RESET_IN = os.getpid()
+
+
+def open_domain(index: int, domain: DomainSpec, tokenizer, sft: bool) -> DomainDocuments | StreamedDocuments:
     """Open every source of ``domain``; raise naming ``curriculum.domains[index].sources[j]`` for a missing
     file, an unusable source or one without documents."""
-    return open_sources(domain, tokenizer, sft, lambda j, source: f"curriculum.domains[{index}].sources[{j}] = "
-                                                                  f"{source!r}")
+    def where_of(j: int, source: str) -> str:
+        return f"curriculum.domains[{index}].sources[{j}] = {source!r}"
+
+    if domain.streaming:
+        return open_streamed_sources(domain, sft, f"curriculum.domains[{index}] ({domain.name!r})", where_of)
+    return open_sources(domain, tokenizer, sft, where_of)
+
+
+def open_streamed_sources(domain: DomainSpec, sft: bool, domain_where: str, where_of) -> StreamedDocuments:
+    """The ``hf:`` sources of a streamed domain, opened without reading documents. A known column list without the
+    text column is refused here; an unknown one (some builders infer it while reading) when the first batch is read.
+    That a stream gets documents at all is checked when it reads (see StreamCursor)."""
+    import datasets
+
+    sources, wheres = [], []
+    for j, source in enumerate(domain.sources):
+        where = where_of(j, source)
+        try:
+            dataset = datasets.load_dataset(source[3:], split=domain.split, streaming=True)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{where}: {error}") from error
+        except (ValueError, KeyError, OSError) as error:
+            raise ValueError(f"{where}: {error}") from error
+        columns = dataset.column_names
+        if not sft and columns is not None and domain.text_field not in columns:
+            raise ValueError(f"{where}: no {domain.text_field!r} column (text_field); columns: {columns}")
+        sources.append(dataset)
+        wheres.append(where)
+    return StreamedDocuments(sources, None if sft else domain.text_field, domain_where, wheres)
 
 
 def open_sources(domain: DomainSpec, tokenizer, sft: bool, where_of, explain=lambda message: message

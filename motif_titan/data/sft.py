@@ -7,8 +7,10 @@ Chat templates (``curriculum.chat_template``):
 
 * ``"simple"``: ``BOS`` then, for every message, ``"{role}:\\n"`` followed by ``"{content}\\n\\n"``, then ``EOS``.
   Each piece is tokenized on its own. Targets: the content pieces of assistant messages, and the final EOS.
-* ``"tokenizer"``: the Jinja ``chat_template`` of ``tokenizer_config.json`` in ``model.hf_assets_path``
-  (rendered like ``transformers`` does: ``messages``, ``bos_token``, ``eos_token``, ``add_generation_prompt``).
+* ``"tokenizer"``: the tokenizer's Jinja chat template in ``model.hf_assets_path`` -- ``chat_template.jinja``,
+  else ``chat_template.json``, else the ``chat_template`` key of ``tokenizer_config.json`` (see
+  :class:`TokenizerChatTemplate`), rendered like ``transformers`` does (``messages``, ``bos_token``,
+  ``eos_token``, ``add_generation_prompt``).
   The text added by each message is tokenized on its own; for an assistant message, the generation prompt
   (header) is prompt and the rest is target. EOS is appended when the template does not end with it.
 
@@ -65,18 +67,52 @@ class SimpleChatTemplate:
         return np.asarray(tokens, dtype=np.int64), np.asarray(targets, dtype=bool)
 
 
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
+"""Where the tokenizer's chat template is looked for in ``model.hf_assets_path``, first found wins."""
+
+
+def _default_template(template: Any) -> str | None:
+    """A template string, or the "default" one of a list of named templates ({name, template})."""
+    if isinstance(template, list):
+        template = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}.get("default")
+    return template if isinstance(template, str) and template else None
+
+
+def read_chat_template(hf_assets_path: str | Path) -> tuple[str, Path]:
+    """The tokenizer's chat template and the file it came from, in the order of ``CHAT_TEMPLATE_FILES``.
+
+    The order is transformers': a tokenizer's ``from_pretrained`` reads a separate ``chat_template.jinja`` and lets
+    it take precedence over (clobber) the ``chat_template`` key of ``tokenizer_config.json``; ``chat_template.json``
+    (``{"chat_template": "..."}``) is the older file that transformers' processors read, and a processor's
+    template replaces its tokenizer's, so it comes before the config key. transformers' tokenizer never reads the
+    ``.json`` file and prefers the ``.jinja`` one, so the ``.jinja`` file comes first here when both are present.
+    (Motif-2-12.7B-Instruct ships ``chat_template.jinja`` and no key in ``tokenizer_config.json``.)"""
+    assets = Path(hf_assets_path)
+    jinja_path, json_path, config_path = (assets / name for name in CHAT_TEMPLATE_FILES)
+    if jinja_path.is_file() and (template := jinja_path.read_text()):
+        return template, jinja_path
+    for path in (json_path, config_path):
+        if path.is_file():
+            try:
+                content = json.loads(path.read_text())
+            except json.JSONDecodeError as error:
+                raise ValueError(f"curriculum.chat_template = 'tokenizer': {path} is not JSON: {error}") from error
+            template = _default_template(content.get("chat_template") if isinstance(content, dict) else None)
+            if template:
+                return template, path
+    raise ValueError(f"curriculum.chat_template = 'tokenizer': no chat template in {assets}: looked for "
+                     f"{jinja_path}, {json_path} (key chat_template) and the chat_template key of {config_path}; "
+                     "allowed: 'simple', or a tokenizer that ships one of them")
+
+
 class TokenizerChatTemplate:
-    """The tokenizer's own Jinja chat template (see the module docstring)."""
+    """The tokenizer's own Jinja chat template (see :func:`read_chat_template` for where it is read from); BOS and
+    EOS text from ``tokenizer_config.json``."""
 
     def __init__(self, hf_assets_path: str | Path) -> None:
+        template, self.path = read_chat_template(hf_assets_path)
         config_path = Path(hf_assets_path) / "tokenizer_config.json"
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-        template = config.get("chat_template")
-        if isinstance(template, list):  # named templates
-            template = {t.get("name"): t.get("template") for t in template}.get("default")
-        if not template:
-            raise ValueError(f"curriculum.chat_template = 'tokenizer': {config_path} has no chat_template; "
-                             "allowed: 'simple', or a tokenizer whose tokenizer_config.json has one")
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         def raise_exception(message):

@@ -88,17 +88,38 @@ def test_simple_template_trains_only_the_assistant_reply_and_eos(tokenizer):
                                        IGNORE_INDEX).numpy()).all()
 
 
-def test_tokenizer_chat_template_from_hf_assets(tokenizer, tmp_path):
+TEMPLATE = ("{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}"
+            "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{% endfor %}"
+            "{% if add_generation_prompt %}<assistant>{% endif %}")
+
+
+def tokenizer_assets(tmp_path, **templates):
+    """A copy of the embedded tokenizer with chat templates written beside it: ``jinja`` (chat_template.jinja),
+    ``json`` (chat_template.json), ``config`` (the chat_template key of tokenizer_config.json)."""
     assets = tmp_path / "tokenizer"
     shutil.copytree(embedded_assets_dir() / "tokenizer", assets)
-    config = json.loads((assets / "tokenizer_config.json").read_text())
-    config["chat_template"] = ("{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}"
-                               "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{% endfor %}"
-                               "{% if add_generation_prompt %}<assistant>{% endif %}")
-    (assets / "tokenizer_config.json").write_text(json.dumps(config))
+    if "jinja" in templates:
+        (assets / "chat_template.jinja").write_text(templates["jinja"])
+    if "json" in templates:
+        (assets / "chat_template.json").write_text(json.dumps({"chat_template": templates["json"]}))
+    if "config" in templates:
+        config = json.loads((assets / "tokenizer_config.json").read_text())
+        config["chat_template"] = templates["config"]
+        (assets / "tokenizer_config.json").write_text(json.dumps(config))
+    return assets
+
+
+@pytest.mark.parametrize("where", ["jinja", "json", "config"])
+def test_tokenizer_chat_template_from_hf_assets(tokenizer, tmp_path, where):
+    """The template from chat_template.jinja, chat_template.json or tokenizer_config.json, each alone: prompts
+    are not targets, each reply and its EOS are."""
+    assets = tokenizer_assets(tmp_path, **{where: TEMPLATE})
     messages = [{"role": "user", "content": "2 + 2?"}, {"role": "assistant", "content": "4"},
                 {"role": "user", "content": "and 3 + 3?"}, {"role": "assistant", "content": "6"}]
-    tokens, targets = TokenizerChatTemplate(assets).encode(messages, tokenizer)
+    template = TokenizerChatTemplate(assets)
+    assert template.path.name == {"jinja": "chat_template.jinja", "json": "chat_template.json",
+                                  "config": "tokenizer_config.json"}[where]
+    tokens, targets = template.encode(messages, tokenizer)
     assert tokenizer.decode(tokens.tolist()) == tokenizer.decode(tokenizer.encode(
         "<|begin_of_text|><user>2 + 2?<assistant>4<|end_of_text|><user>and 3 + 3?<assistant>6<|end_of_text|>"))
     eos = tokenizer.eos_id
@@ -106,9 +127,31 @@ def test_tokenizer_chat_template_from_hf_assets(tokenizer, tmp_path):
     assert tokens[0] == tokenizer.bos_id and tokens[-1] == tokenizer.eos_id
 
 
-def test_tokenizer_template_needs_one(tokenizer):
-    with pytest.raises(ValueError, match=r"curriculum.chat_template = 'tokenizer': .*tokenizer_config.json has no "
-                                         r"chat_template; allowed: 'simple'"):
+@pytest.mark.parametrize("present,winner", [
+    (("jinja", "json", "config"), "jinja"), (("jinja", "config"), "jinja"), (("jinja", "json"), "jinja"),
+    (("json", "config"), "json")])
+def test_tokenizer_chat_template_precedence(tmp_path, present, winner):
+    """chat_template.jinja before chat_template.json before tokenizer_config.json's key (transformers' order)."""
+    assets = tokenizer_assets(tmp_path, **{where: f"from {where}" for where in present})
+    messages = [{"role": "user", "content": "hi"}]
+    assert TokenizerChatTemplate(assets).render(messages, add_generation_prompt=False) == f"from {winner}"
+
+
+def test_tokenizer_template_needs_one(tmp_path):
+    """None of the three places has a template (an empty .jinja file, a .json without the key): the error names
+    all three."""
+    assets = tokenizer_assets(tmp_path, jinja="")
+    (assets / "chat_template.json").write_text(json.dumps({"other": "x"}))
+    with pytest.raises(ValueError) as error:
+        TokenizerChatTemplate(assets)
+    message = str(error.value)
+    assert message.startswith(f"curriculum.chat_template = 'tokenizer': no chat template in {assets}")
+    config_key = f"the chat_template key of {assets / 'tokenizer_config.json'}"
+    for name in ("chat_template.jinja", "chat_template.json", config_key):
+        assert name in message
+    assert message.endswith("allowed: 'simple', or a tokenizer that ships one of them")
+    with pytest.raises(ValueError, match=r"curriculum.chat_template = 'tokenizer': no chat template in .*; "
+                                         r"allowed: 'simple'"):
         TokenizerChatTemplate(embedded_assets_dir() / "tokenizer")
 
 
