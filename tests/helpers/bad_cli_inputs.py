@@ -53,7 +53,7 @@ def prepare_bad_inputs(tmp: Path) -> None:
     assert pretokenize_cli.main(["--out", str(tmp / "shard"), str(tmp / "body.jsonl"), "--text-field", "body"]) == 0
 
 
-UP, PRE = "motif_titan.upscale", "motif_titan.data.pretokenize"
+UP, PRE, EX = "motif_titan.upscale", "motif_titan.data.pretokenize", "motif_titan.export"
 
 
 # (description, argv of `python -m` (module first; {tmp} = the folder prepare_bad_inputs filled), message fragment)
@@ -94,6 +94,26 @@ BAD_INPUT_CASES = [
      "source '{tmp}/nothing.jsonl': no such file or directory"),
     ("pretokenize: empty source", [PRE, "--out", "{tmp}/out", "{tmp}/empty.jsonl"],
      "source '{tmp}/empty.jsonl': the source holds no documents"),
+    ("export: safetensors shard cut in its data", [EX, "--checkpoint", "{tmp}/hf_cut_data", "--out", "{tmp}/out"],
+     "--checkpoint {tmp}/hf_cut_data/model.safetensors: truncated: its tensors need"),
+    ("export: truncated .distcp", [EX, "--checkpoint", "{tmp}/dcp_cut", "--out", "{tmp}/out"],
+     "--checkpoint {tmp}/dcp_cut/__0_0.distcp: truncated: 100 bytes, but .metadata places"),
+    ("export: truncated DCP .metadata", [EX, "--checkpoint", "{tmp}/dcp_bad_metadata", "--out", "{tmp}/out"],
+     "--checkpoint {tmp}/dcp_bad_metadata/.metadata: unreadable DCP metadata"),
+    ("export: a folder that does not describe its model", [EX, "--checkpoint", "{tmp}/hf", "--out", "{tmp}/out"],
+     "--checkpoint {tmp}/hf does not describe its model (no model_args.json, no config.json): pass --flavor"),
+    ("export: a flavor of other shapes", [EX, "--checkpoint", "{tmp}/dcp", "--out", "{tmp}/out", "--flavor",
+                                          "debugmodel"],
+     "does not have the shapes of --flavor debugmodel: dim: checkpoint 16, --flavor debugmodel 256"),
+    ("export: existing --out", [EX, "--checkpoint", "{tmp}/dcp", "--out", "{tmp}/exists"],
+     "--out {tmp}/exists exists; export writes a new folder and replaces nothing"),
+    ("export: missing --hf-assets", [EX, "--checkpoint", "{tmp}/dcp", "--out", "{tmp}/out", "--hf-assets",
+                                     "{tmp}/nowhere"],
+     "--hf-assets {tmp}/nowhere: no such directory"),
+    ("export: unknown --dtype", [EX, "--checkpoint", "{tmp}/dcp", "--out", "{tmp}/out", "--dtype", "fp8"],
+     "argument --dtype: invalid choice: 'fp8'"),
+    ("export: --max-shard-gb 0", [EX, "--checkpoint", "{tmp}/dcp", "--out", "{tmp}/out", "--max-shard-gb", "0"],
+     "argument --max-shard-gb: must be a number > 0, got '0'"),
 ]
 
 

@@ -221,6 +221,10 @@ CASES: list[Case] = [
          "[[curriculum.domains]] tables", toml={"curriculum": {"mode": "sft"}}),
     Case("domain_key_typo", "curriculum.domains[0].sorces = ['embedded:prose']; allowed: keys name, sources",
          base="curriculum", edit=('name = "prose"\nsources = ', 'name = "prose"\nsorces = ')),
+    Case("domain_streaming_not_bool", "curriculum.domains[0].streaming = 'yes'; allowed: true or false",
+         base="curriculum", edit=('name = "prose"\n', 'name = "prose"\nstreaming = "yes"\n')),
+    Case("domain_streaming_local_file", "curriculum.domains[0].sources[0] = 'embedded:prose'; allowed: 'hf:PATH' "
+         "sources only", base="curriculum", edit=('name = "prose"\n', 'name = "prose"\nstreaming = true\n')),
     Case("phase_weight_negative", "curriculum.phases[0].start_weights.math = -0.1; allowed: a number >= 0",
          base="curriculum", edit=("math = 0.1, code = 0.1 }", "math = -0.1, code = 0.1 }")),
     Case("curriculum_source_malformed", "bad.jsonl, line 5: not valid JSON (Expecting property name enclosed in double quotes at column 25)",

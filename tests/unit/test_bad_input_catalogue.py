@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from helpers.bad_train_inputs import CASES, Case, case_args
-from helpers.bad_cli_inputs import BAD_INPUT_CASES, PRE, UP, prepare_bad_inputs
+from helpers.bad_cli_inputs import BAD_INPUT_CASES, EX, PRE, UP, prepare_bad_inputs
 
 
 def parse_job_config(args: list[str]):
@@ -92,6 +92,7 @@ def test_catalogue_is_large_and_ids_are_unique():
 # -- the other commands: upscale and pretokenize ----------------------------------------------------------------
 
 from motif_titan.data import pretokenize as pretokenize_cli  # noqa: E402
+from motif_titan.export import __main__ as export_cli  # noqa: E402
 from motif_titan.upscale import __main__ as upscale_cli  # noqa: E402
 
 
@@ -109,7 +110,7 @@ def _listing(tmp: Path) -> list[str]:
 @pytest.mark.parametrize("description,argv,fragment", BAD_INPUT_CASES, ids=[c[0] for c in BAD_INPUT_CASES])
 def test_bad_input_is_named_and_writes_nothing(bad_inputs, capsys, description, argv, fragment):
     argv = [a.replace("{tmp}", str(bad_inputs)) for a in argv]
-    main = {UP: upscale_cli.main, PRE: pretokenize_cli.main}[argv[0]]
+    main = {UP: upscale_cli.main, PRE: pretokenize_cli.main, EX: export_cli.main}[argv[0]]
     before = _listing(bad_inputs)
     capsys.readouterr()
     try:
