@@ -229,13 +229,12 @@ class GroupedDiffAttention(nn.Module):
         v1, v2 = v.chunk(2, dim=-1)
         return torch.cat([self._attend(q, k, v1.contiguous(), masks), self._attend(q, k, v2.contiguous(), masks)], dim=-1)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope_cache: torch.Tensor,
-        attention_masks: AttentionMasksType | None,
-        positions: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def project_heads(
+        self, x: torch.Tensor, rope_cache: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """GDA's attention inputs from x (bs, seq, dim), RoPE applied (at ``positions`` when given; ``qk_probe``
+        sees them): q_signal (bs, G*R, seq, d) with signal index R*g + j, q_noise, k1, k2 (bs, G, seq, d) and
+        v = V1_g || V2_g (bs, G, seq, 2d). G counts this rank's groups under tensor parallelism."""
         bs, seqlen, _ = x.shape
         d, R = self.head_dim, self.ratio
         xq = self.wq(x).view(bs, seqlen, -1, d)
@@ -251,11 +250,13 @@ class GroupedDiffAttention(nn.Module):
         k1 = xk[:, :, :, 0].transpose(1, 2)  # (bs, G, seq, d)
         k2 = xk[:, :, :, 1].transpose(1, 2)
         v = xv.view(bs, seqlen, -1, 2 * d).transpose(1, 2)  # (bs, G, seq, 2d) = V1_g || V2_g
+        return q_signal, q_noise, k1, k2, v
 
-        signal = self._attend_wide_v(q_signal.contiguous(), k1.contiguous(), v, attention_masks,
-                                     joint=self.joint_value("signal"))
-        noise = self._attend_wide_v(q_noise.contiguous(), k2.contiguous(), v, attention_masks,
-                                    joint=self.joint_value("noise"))
+    def combine_heads(self, signal: torch.Tensor, noise: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The layer's output from the signal attention (bs, G*R, seq, 2d) and the noise attention (bs, G, seq, 2d):
+        signal - lambda * noise per signal head, subln (fp32), times (1 - lambda_init), cast to ``dtype``, ``wo``."""
+        bs, _, seqlen, _ = signal.shape
+        d, R = self.head_dim, self.ratio
         n_local_groups = noise.shape[1]
         signal = signal.view(bs, n_local_groups, R, seqlen, 2 * d)
         lam = self.lambda_full()
@@ -263,8 +264,22 @@ class GroupedDiffAttention(nn.Module):
         out = upcast(signal) * inverse_scale - (lam * inverse_scale) * upcast(noise).unsqueeze(2)
         out = out.flatten(1, 2).transpose(1, 2)  # (bs, seq, G*R, 2d)
         out = F.rms_norm(out, (2 * d,), upcast(local_replicated(self.subln.weight)).to(out.dtype), self.subln.eps)
-        out = (out * (1.0 - self.lambda_init)).to(x.dtype)
+        out = (out * (1.0 - self.lambda_init)).to(dtype)
         return self.wo(out.reshape(bs, seqlen, -1))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope_cache: torch.Tensor,
+        attention_masks: AttentionMasksType | None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        q_signal, q_noise, k1, k2, v = self.project_heads(x, rope_cache, positions)
+        signal = self._attend_wide_v(q_signal.contiguous(), k1.contiguous(), v, attention_masks,
+                                     joint=self.joint_value("signal"))
+        noise = self._attend_wide_v(q_noise.contiguous(), k2.contiguous(), v, attention_masks,
+                                    joint=self.joint_value("noise"))
+        return self.combine_heads(signal, noise, x.dtype)
 
 
 class PolyNorm(nn.Module):
