@@ -183,3 +183,14 @@ def test_a_flavor_is_checked_against_the_checkpoint_it_loads_and_from_checkpoint
     assert (args.dim, args.ffn_hidden_dim, args.n_heads, args.rope_theta) == (512, 2048, 10, 500_000.0)
     with pytest.raises(ValueError, match="set checkpoint.initial_load_path"):
         validate_job_config(_job("--model.flavor", "from_checkpoint"), 1)
+
+    # a DCP step folder describes itself with model_args.json (native field names in the refusal)
+    step = tmp_path / "step-5"
+    step.mkdir()
+    write_model_args(step, dataclasses.replace(wide, norm_eps=1e-5))
+    with pytest.raises(ValueError, match=r"\(model_args.json\): dim: checkpoint 512, flavor 256; ffn_hidden_dim: "
+                                         r"checkpoint 2048, flavor 1024"):
+        validate_job_config(_job("--checkpoint.initial_load_path", str(step)), 1)
+    args = motif2_args["from_checkpoint"]
+    args.update_from_config(_job("--model.flavor", "from_checkpoint", "--checkpoint.initial_load_path", str(step)))
+    assert (args.dim, args.norm_eps, args.attn_type) == (512, 1e-5, "sdpa")
