@@ -53,7 +53,7 @@ def test_manifest_records_every_file_and_finds_flips_and_truncation(saved_run, t
     step = tmp_path / "step-3"
     shutil.copytree(saved_run[0] / "checkpoint" / "step-3", step)
     manifest = json.loads((step / MANIFEST_NAME).read_text())
-    assert sorted(manifest["files"]) == [".metadata", "__0_0.distcp"]
+    assert sorted(manifest["files"]) == [".metadata", "__0_0.distcp", "model_args.json"]  # the description too
     assert manifest["files"]["__0_0.distcp"]["size"] == (step / "__0_0.distcp").stat().st_size
     assert verify_step(str(step)) == []
     assert write_manifest(str(step)) == manifest  # deterministic: the same files give the same manifest
