@@ -21,9 +21,9 @@ for step in $STEPS; do
              "$REPO/tests/unit/test_polynorm_kernels.py" 2>&1 | tail -4 ;;
     polynorm) timeout ${PN_TIMEOUT:-330} python3 "$REPO/benchmarks/polynorm.py" --rep-ms 40 \
                 --out "$OUT/polynorm_h200.json" > "$OUT/polynorm.log" 2>&1; tail -8 "$OUT/polynorm.log" ;;
-    ns) timeout 200 python3 "$REPO/benchmarks/newton_schulz.py" --dion "$REPO/.kwhl/dion_newton_schulz_triton.py" \
-          --dion-commit 0a059a4542e5aa74b40dcd1dce363836c7afcd48 --out "$OUT/newton_schulz_h200.json" \
-          > "$OUT/ns.log" 2>&1; tail -22 "$OUT/ns.log" ;;
+    ns) timeout ${NS_TIMEOUT:-280} python3 "$REPO/benchmarks/newton_schulz.py" \
+          --dion "$REPO/.kwhl/dion_newton_schulz_triton.py" --dion-commit 0a059a4542e5aa74b40dcd1dce363836c7afcd48 \
+          --out "$OUT/newton_schulz_h200.json" > "$OUT/ns.log" 2>&1; tail -${NS_TAIL:-40} "$OUT/ns.log" ;;
     sweep) timeout 120 python3 "$REPO/benchmarks/polynorm.py" --sweep --rep-ms 40 \
              --out "$OUT/polynorm_sweep_h200.json" > "$OUT/sweep.log" 2>&1; grep "best" "$OUT/sweep.log" ;;
     muon) for be in auto torch; do

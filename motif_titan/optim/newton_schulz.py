@@ -67,21 +67,19 @@ def zeropower_via_newton_schulz(
     """Approximately orthogonalize a 2-D matrix (U S V^T -> U S' V^T with S' near 1), in bf16."""
     if grad.ndim != 2:
         raise ValueError(f"Newton-Schulz needs a 2-D matrix, got shape {tuple(grad.shape)}")
-    use_triton = _use_triton(grad, backend)
+    if _use_triton(grad, backend):
+        from motif_titan.kernels.newton_schulz_triton import newton_schulz_triton
+
+        return newton_schulz_triton(grad, coefficients, eps)
     x = grad.bfloat16()
     transposed = grad.size(0) > grad.size(1)
     if transposed:
         x = x.T
     x = x / x.norm().clamp(min=eps)
-    if use_triton:
-        from motif_titan.kernels.newton_schulz_triton import newton_schulz_symmetric
-
-        x = newton_schulz_symmetric(x, coefficients)
-    else:
-        for a, b, c in coefficients:
-            gram = x @ x.T
-            update = torch.addmm(gram, gram, gram, beta=b, alpha=c)
-            x = torch.addmm(x, update, x, beta=a)
+    for a, b, c in coefficients:
+        gram = x @ x.T
+        update = torch.addmm(gram, gram, gram, beta=b, alpha=c)
+        x = torch.addmm(x, update, x, beta=a)
     return x.T if transposed else x
 
 

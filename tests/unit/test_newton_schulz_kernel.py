@@ -16,10 +16,11 @@ def _rand(shape, seed, dtype=torch.float32):
     return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype).to(DEVICE)
 
 
-@pytest.mark.parametrize("tiles", [(16, 32), (32, 16)], ids=["wide-tiles", "tall-tiles"])
+@pytest.mark.parametrize("tiles", [(16, 32), (32, 16), (16, 16)], ids=["wide-tiles", "tall-tiles", "square-tiles"])
 @pytest.mark.parametrize("shape,transposed", [((37, 50), False), ((40, 23), True), ((16, 16), False)],
                          ids=["37x50", "transposed-view", "one-tile"])
 def test_sym_product_matches_float64_and_is_exactly_symmetric(monkeypatch, shape, transposed, tiles):
+    # tiles wholly below the diagonal, square tiles on it and rectangular tiles across it store differently
     monkeypatch.setattr(nst, "INTERPRET_CONFIG", dict(BLOCK_M=tiles[0], BLOCK_N=tiles[1], BLOCK_K=16))
     p = _rand(shape[::-1] if transposed else shape, seed=sum(shape))
     p = p.T if transposed else p
@@ -34,6 +35,20 @@ def test_sym_product_matches_float64_and_is_exactly_symmetric(monkeypatch, shape
         assert torch.equal(out, out.T)
         err = (out.double() - ref).abs().max().item() / ref.abs().max().item()
         assert err < 2e-5 if DEVICE == "cpu" else err < 5e-3  # fp32 in the interpreter; tf32 on a GPU
+
+
+def test_scaled_rounds_like_an_ieee_fp32_division():
+    x = _rand((24, 40), seed=3, dtype=torch.bfloat16)
+    norm = x.norm().clamp(min=1e-7)
+    for view in (x, x.T):  # a transposed view is written transposed: the result is row-major either way
+        got = nst.scaled(view, norm, use_kernel=True)
+        # float64 quotient rounded to fp32 is the correctly rounded fp32 quotient (53 >= 2 * 24 + 2 bits)
+        want = (view.double() / norm.double()).float()
+        assert got.shape == view.shape and got.is_contiguous()
+        if DEVICE == "cuda":  # round to nearest even, as torch's CUDA division does
+            assert torch.equal(got, want.bfloat16())
+        else:  # the interpreter truncates fp32 to bf16: within one bf16 ulp
+            assert ((got.float() - want).abs() <= want.abs() * 2.0 ** -7).all()
 
 
 def _newton_schulz_float64(g, coefficients):
@@ -71,6 +86,31 @@ def test_triton_iteration_equals_torch_path_within_bf16_rounding(coefficients):
         x = got.double() if shape[0] <= shape[1] else got.double().T
         sv = torch.linalg.svdvals(x)
         assert 0.5 < sv.min().item() and sv.max().item() < 1.3
+
+
+@pytest.mark.parametrize("tiles", [(16, 32), (32, 16)], ids=["wide-tiles", "tall-tiles"])
+def test_update_product_matches_float64(monkeypatch, tiles):
+    monkeypatch.setattr(nst, "INTERPRET_CONFIG", dict(BLOCK_M=tiles[0], BLOCK_N=tiles[1], BLOCK_K=16))
+    x = _rand((37, 70), seed=11)
+    b = _rand((37, 37), seed=12)
+    b = b + b.T
+    got = nst.update_product(b, x, -1.7)
+    ref = -1.7 * x.double() + b.double() @ x.double()
+    assert got.shape == x.shape and torch.isfinite(got).all()
+    err = (got.double() - ref).abs().max().item() / ref.abs().max().item()
+    assert err < 2e-5 if DEVICE == "cpu" else err < 5e-3
+
+
+def test_third_product_modes_agree_within_bf16_rounding():
+    x = _rand((24, 40), seed=13, dtype=torch.bfloat16)
+    b = _rand((24, 24), seed=14, dtype=torch.bfloat16) / 8
+    b = b + b.T
+    cublas = nst.third_product(b, x, 3.4, "cublas")
+    assert torch.equal(cublas, torch.addmm(x, b, x, beta=3.4))
+    ours = nst.third_product(b, x, 3.4, "triton")
+    assert _rel(ours, cublas) < (2.0 ** -8 if DEVICE == "cuda" else 2.0 ** -7)  # the interpreter truncates to bf16
+    with pytest.raises(ValueError, match="mode = 'fast'"):
+        nst.third_product(b, x, 3.4, "fast")
 
 
 def test_backend_choice():
