@@ -80,7 +80,8 @@ def _number(config: dict, key: str, where: str, kind: type, default=None):
     if value is None:
         raise ModelDescriptionError(f"{where}: no {key!r}; a Motif-2 config.json has it")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-        raise ModelDescriptionError(f"{where}: {key} = {value!r}, expected {'an integer' if kind is int else 'a number'}")
+        expected = "an integer" if kind is int else "a number"
+        raise ModelDescriptionError(f"{where}: {key} = {value!r}, expected {expected}")
     return kind(value)
 
 
