@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 from motif_titan.model import Motif2StateDictAdapter, motif2_args
-from motif_titan.upscale.checkpoint_io import expected_shapes
+from motif_titan.checkpoint_io import expected_shapes
 
 
 def write_random_source(args, directory: Path, seed: int = 0) -> int:

@@ -21,6 +21,7 @@ and ``model_args.json``. Nothing is written to the dump folder before the traine
 start-up leaves it empty.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -30,6 +31,7 @@ import re
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 LOG_RANK_ENV = "LOG_RANK"
@@ -367,3 +369,19 @@ class TensorProgress:
             self._bar.close()
         else:
             print(file=sys.stderr)
+
+
+def command_line_main(prog: str, run: Callable[[], object], sigterm: bool = True) -> int:
+    """How motif_titan's command-line tools (upscale, export, eval, pretokenize) end: 0 when ``run`` returns; bad
+    input (a ValueError or OSError, raised before any work) is one ``<prog>: error: ...`` line on stderr and status
+    2. With ``sigterm``, SIGTERM (what a preempting scheduler sends) becomes SystemExit(143) inside ``run``, so the
+    cleanup an error runs runs then too: no temporary output is left."""
+    from motif_titan.infra.atomic_output import terminate_on_sigterm
+
+    try:
+        with terminate_on_sigterm() if sigterm else contextlib.nullcontext():
+            run()
+    except (ValueError, OSError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    return 0

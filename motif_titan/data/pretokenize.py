@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from motif_titan.infra.atomic_output import terminate_on_sigterm
+from motif_titan.console import command_line_main
 
 from .curriculum import DomainSpec
 from .document_sources import DomainDocuments
@@ -140,15 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     """0 on success; bad input prints one ``error:`` line and returns 2; SIGTERM exits with 143. No temporary
     is left in any case."""
     args = build_parser().parse_args(argv)
-    try:
-        with terminate_on_sigterm():
-            tokenizer = _load_tokenizer(args.tokenizer)
-            out = pretokenize(args.sources, args.out, tokenizer, args.text_field, args.split)
-    except (ValueError, OSError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+
+    def work() -> None:
+        tokenizer = _load_tokenizer(args.tokenizer)
+        out = pretokenize(args.sources, args.out, tokenizer, args.text_field, args.split)
+        print(f"wrote {out}", file=sys.stderr)
+
+    return command_line_main(PROG, work)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+from motif_titan.console import command_line_main
+
 DESCRIPTION = """\
 Evaluate a Motif-2 checkpoint on lm-eval tasks with motif_titan's own model (no transformers, no vLLM): a
 TorchTitan DCP step folder (model-only or a full training checkpoint) or an HF safetensors folder. Prints
@@ -153,12 +155,7 @@ def run(argv: list[str] | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Bad input ends in one ``error:`` line on stderr and exit status 2."""
-    try:
-        run(argv)
-    except (ValueError, OSError) as e:
-        print(f"python -m motif_titan.eval: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return command_line_main("python -m motif_titan.eval", lambda: run(argv), sigterm=False)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from motif_titan.data.text_dataloader import EMBEDDED, embedded_assets_dir
 from motif_titan.model import motif2_args
-from motif_titan.upscale.checkpoint_io import open_checkpoint
+from motif_titan.checkpoint_io import open_checkpoint
 
 from .decoding import final_hidden, greedy_generate
 from .model_loading import load_model, parse_device, parse_dtype, resolve_model_args

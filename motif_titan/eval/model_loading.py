@@ -1,6 +1,6 @@
 """A ``Motif2Model`` with a checkpoint's weights, for evaluation: from a TorchTitan DCP step folder (model-only or a
 full training checkpoint, whose optimizer / scheduler / dataloader entries are skipped) or an HF safetensors
-folder, read through ``motif_titan.upscale.checkpoint_io`` one layer at a time.
+folder, read through ``motif_titan.checkpoint_io`` one layer at a time.
 
 The model's shapes come from the checkpoint's tensors (``infer_model_args``) or from a named flavor, which must
 then have exactly the checkpoint's shapes. RoPE theta, the context length and the eps values are not in a
@@ -16,7 +16,7 @@ import torch
 
 from motif_titan.model import Motif2Model, Motif2ModelArgs, motif2_args
 from motif_titan.model.model import precompute_rope_cache
-from motif_titan.upscale.checkpoint_io import CheckpointReader, expected_shapes, infer_model_args
+from motif_titan.checkpoint_io import CheckpointReader, expected_shapes, infer_model_args
 from motif_titan.upscale.plan import matching_flavor
 
 logger = logging.getLogger(__name__)

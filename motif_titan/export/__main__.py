@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 
-from motif_titan.console import TensorProgress
-from motif_titan.infra.atomic_output import AtomicDirectory, remove_stale_temporaries, terminate_on_sigterm
+from motif_titan.console import TensorProgress, command_line_main
+from motif_titan.infra.atomic_output import AtomicDirectory, remove_stale_temporaries
 from motif_titan.model import motif2_args
 from motif_titan.model.hf_config import (MODEL_ARGS_FILE, from_hf_config, model_args_from_record,
                                          shape_differences)
-from motif_titan.upscale.checkpoint_io import expected_shapes, infer_model_args, open_checkpoint
+from motif_titan.checkpoint_io import expected_shapes, infer_model_args, open_checkpoint
 
 from .hf_folder import INDEX_FILE, MAX_SHARD_BYTES, export_dtype, write_safetensors, write_side_files
 
@@ -142,13 +142,7 @@ def run(argv: list[str] | None = None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Bad input ends in one ``error:`` line on stderr and exit status 2, SIGTERM in status 143; either way no
     temporary is left."""
-    try:
-        with terminate_on_sigterm():
-            run(argv)
-    except (ValueError, OSError) as e:
-        print(f"python -m motif_titan.export: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return command_line_main("python -m motif_titan.export", lambda: run(argv))
 
 
 if __name__ == "__main__":

@@ -7,12 +7,12 @@ import os
 import sys
 import time
 
-from motif_titan.console import TensorProgress
-from motif_titan.infra.atomic_output import AtomicDirectory, remove_stale_temporaries, terminate_on_sigterm
+from motif_titan.checkpoint_io import infer_model_args, open_checkpoint, write_dcp, write_hf
+from motif_titan.console import TensorProgress, command_line_main
+from motif_titan.infra.atomic_output import AtomicDirectory, remove_stale_temporaries
 from motif_titan.model import motif2_args
 from motif_titan.model.hf_config import write_model_args
 
-from .checkpoint_io import infer_model_args, open_checkpoint, write_dcp, write_hf
 from .drift import logits_drift
 from .plan import DTYPES, FORMATS, UpscaleSpec, matching_flavor, plan_upscale
 from .upscaler import Upscaler
@@ -146,13 +146,7 @@ def run(argv: list[str] | None = None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Bad input ends in one ``error:`` line on stderr and exit status 2, SIGTERM in status 143; either way no
     temporary is left."""
-    try:
-        with terminate_on_sigterm():
-            run(argv)
-    except (ValueError, OSError) as e:
-        print(f"python -m motif_titan.upscale: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return command_line_main("python -m motif_titan.upscale", lambda: run(argv))
 
 
 if __name__ == "__main__":

@@ -8,10 +8,9 @@ drift = max |logits_target - logits_source| / max |logits_source|.
 
 import torch
 
+from motif_titan.checkpoint_io import CheckpointReader
 from motif_titan.model import Motif2Model, Motif2ModelArgs
 from motif_titan.model.model import precompute_rope_cache
-
-from .checkpoint_io import CheckpointReader
 
 
 @torch.no_grad()

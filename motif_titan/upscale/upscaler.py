@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from motif_titan.checkpoint_io import CheckpointReader, expected_shapes
 from motif_titan.model.state_dict_adapter import split_layer_index
 
-from .checkpoint_io import CheckpointReader, expected_shapes
 from .depth_expansion import LAMBDA_VECTORS, depth_adjust_tensor, shift_lambda_vectors
 from .head_growth import grow_heads_tensor
 from .hypercloning import hyperclone_tensor, noise_generator

@@ -11,7 +11,7 @@ from safetensors import safe_open
 from motif_titan.export.__main__ import main as export_main
 from motif_titan.model import Motif2Model, motif2_args
 from motif_titan.model.hf_config import model_args_record
-from motif_titan.upscale.checkpoint_io import open_checkpoint
+from motif_titan.checkpoint_io import open_checkpoint
 from helpers.hf_export import TOKENS, assert_round_trip, import_hf
 from helpers.launch import run_training
 

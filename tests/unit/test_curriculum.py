@@ -16,6 +16,7 @@ from motif_titan.data.mixer import ScheduledMixer, counter_uniform
 from motif_titan.data.packing import DocumentCursor
 from motif_titan.data.ramps import BatchSchedule
 from motif_titan.data.text_dataloader import LocalTextDataset
+from helpers.batches import assert_same_batches, take
 
 SEQ_LEN = 32
 EMBEDDED_DOMAINS = [{"name": n, "sources": [f"embedded:{n}"]} for n in ("prose", "math", "code")]
@@ -37,19 +38,6 @@ def job_config(*cli: str, **curriculum):
 def loader(tokenizer, *cli, dp_rank=0, dp_world_size=1, **curriculum) -> CurriculumDataloader:
     curriculum = {"domains": EMBEDDED_DOMAINS, "phases": THREE_PHASES, **curriculum}
     return build_curriculum_dataloader(dp_world_size, dp_rank, tokenizer, job_config(*cli, **curriculum))
-
-
-def take(iterator, n):
-    return [next(iterator) for _ in range(n)]
-
-
-def assert_same_batches(a, b):
-    assert len(a) == len(b)
-    for (inputs_a, labels_a), (inputs_b, labels_b) in zip(a, b):
-        assert inputs_a.keys() == inputs_b.keys()
-        for key in inputs_a:
-            assert torch.equal(inputs_a[key], inputs_b[key])
-        assert torch.equal(labels_a, labels_b)
 
 
 # -- schedule ---------------------------------------------------------------------------------------------------

@@ -8,13 +8,13 @@ import math
 import pickle
 
 import pytest
-import torch
 from torchtitan.config import ConfigManager
 
 from motif_titan.data import packing
 from motif_titan.data.curriculum_dataloader import build_curriculum_dataloader
 from motif_titan.data.mixer import ScheduledMixer
 from motif_titan.data.packing import StreamCursor
+from helpers.batches import assert_same_batches, take
 
 SEQ_LEN = 32
 WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu")
@@ -54,19 +54,6 @@ def web(folder, streaming=True):
 
 WITH_EMBEDDED = [{"name": n, "sources": [f"embedded:{n}"]} for n in ("prose", "math")]
 ONLY_WEB = [{"start": 0, "end": 1, "start_weights": {"web": 1}}]
-
-
-def take(iterator, n):
-    return [next(iterator) for _ in range(n)]
-
-
-def assert_same_batches(a, b):
-    assert len(a) == len(b)
-    for (inputs_a, labels_a), (inputs_b, labels_b) in zip(a, b):
-        assert inputs_a.keys() == inputs_b.keys()
-        for key in inputs_a:
-            assert torch.equal(inputs_a[key], inputs_b[key])
-        assert torch.equal(labels_a, labels_b)
 
 
 def one_epoch(cursor) -> tuple[list, object]:

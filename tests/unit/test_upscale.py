@@ -16,7 +16,7 @@ from motif_titan.model.state_dict_adapter import TO_HF, split_layer_index
 from motif_titan.upscale import UPSCALE_RULES, UpscaleSpec, depth_layer_map, plan_upscale, shift_lambda_vectors
 from motif_titan.upscale import upscaler
 from motif_titan.upscale.__main__ import main, run
-from motif_titan.upscale.checkpoint_io import CheckpointReader, expected_shapes, infer_model_args, open_checkpoint
+from motif_titan.checkpoint_io import CheckpointReader, expected_shapes, infer_model_args, open_checkpoint
 from motif_titan.upscale.hypercloning import hyperclone_linear, noise_generator
 from motif_titan.upscale.plan import TargetLayer, count_parameters
 

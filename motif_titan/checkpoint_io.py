@@ -1,4 +1,5 @@
-"""Streaming checkpoint reading and writing for the upscaler, one tensor at a time.
+"""Streaming checkpoint reading and writing, one tensor at a time: what the upscaler, the export and the eval
+model read Motif-2 checkpoints with.
 
 Sources: a directory of HF safetensors (Motif-2 names, as on the Hub; ``config.json`` is read for eps / RoPE
 settings when present) or a TorchTitan DCP checkpoint of the motif2 model (model-only, as written by this tool or
