@@ -1,6 +1,5 @@
 """The Motif-2 model: flavors (name -> Motif2ModelArgs), the model classes and the HF state-dict adapter."""
 
-
 from .args import Motif2ModelArgs
 from .hf_config import checkpoint_model_args, model_args_record
 from .model import GroupedDiffAttention, Motif2Model, PolyNorm, PolyNormFeedForward, lambda_init_for_layer
@@ -56,7 +55,6 @@ class CheckpointShapedArgs(Motif2ModelArgs):
             setattr(self, name, value)
         self.__post_init__()
         super().update_from_config(job_config, **kwargs)
-
 
 
 class Motif2Flavors(dict):
