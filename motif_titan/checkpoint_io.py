@@ -41,7 +41,7 @@ from motif_titan.model.hf_config import MODEL_ARGS_FILE, checkpoint_model_args, 
 from motif_titan.model.state_dict_adapter import from_hf_name, split_layer_index, to_hf_name
 
 # what a checkpoint's description gives that its tensors cannot tell
-_DESCRIBED_FIELDS = ("norm_eps", "subln_eps", "polynorm_eps", "rope_theta", "max_seq_len")
+SETTINGS_NOT_IN_TENSORS = ("norm_eps", "subln_eps", "polynorm_eps", "rope_theta", "max_seq_len")
 # entries of a full TorchTitan checkpoint that are not model parameters
 _TRAINING_STATE_PREFIXES = ("optimizer", "lr_scheduler", "dataloader", "train_state")
 
@@ -288,7 +288,7 @@ def infer_model_args(reader: CheckpointReader) -> Motif2ModelArgs:
     n_heads, n_kv = q_rows // head_dim, kv_rows // head_dim
     n_signal = wo_cols // (2 * head_dim)
     described = reader.description
-    overrides = {} if described is None else {f: getattr(described, f) for f in _DESCRIBED_FIELDS}
+    overrides = {} if described is None else {f: getattr(described, f) for f in SETTINGS_NOT_IN_TENSORS}
     try:
         args = Motif2ModelArgs(
             dim=dim, n_layers=len(layer_ids), n_heads=n_heads, n_kv_heads=n_kv, n_noise_heads=n_heads - n_signal,

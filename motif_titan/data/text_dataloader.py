@@ -44,12 +44,18 @@ def embedded_assets_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "assets"
 
 
+def hf_assets_dir(configured: str) -> Path:
+    """The folder an ``hf_assets_path``-like value names: ``"embedded"`` is the packaged tokenizer's
+    (``motif_titan/assets/tokenizer``), anything else the path itself."""
+    return embedded_assets_dir() / "tokenizer" if configured == EMBEDDED else Path(configured)
+
+
 def build_tokenizer(job_config: JobConfig) -> HuggingFaceTokenizer:
     """TorchTitan's ``build_hf_tokenizer``, with ``model.hf_assets_path = "embedded"`` resolving
     to the packaged tokenizer directory."""
     configured = job_config.model.hf_assets_path
-    path = embedded_assets_dir() / "tokenizer" if configured == EMBEDDED else configured
-    if path is None or not Path(path).exists():
+    path = None if configured is None else hf_assets_dir(configured)
+    if path is None or not path.exists():
         raise FileNotFoundError(
             f"model.hf_assets_path={configured!r}: tokenizer directory {str(path)!r} does not exist "
             f"(use {EMBEDDED!r} for the packaged tokenizer)"

@@ -27,7 +27,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from torchtitan.components.tokenizer import HuggingFaceTokenizer
 from tqdm import tqdm
 
-from motif_titan.data.text_dataloader import EMBEDDED, embedded_assets_dir
+from motif_titan.data.text_dataloader import EMBEDDED, hf_assets_dir
 from motif_titan.model import motif2_args
 from motif_titan.checkpoint_io import open_checkpoint
 
@@ -62,8 +62,8 @@ def resolve_tokenizer_path(tokenizer: str | None, checkpoint: Path) -> Path:
     """The tokenizer folder: ``tokenizer`` ("embedded": the packaged one), or by default the checkpoint folder
     when it holds a tokenizer.json, else the packaged one."""
     if tokenizer is None:
-        return checkpoint if (checkpoint / "tokenizer.json").is_file() else embedded_assets_dir() / "tokenizer"
-    path = embedded_assets_dir() / "tokenizer" if tokenizer == EMBEDDED else Path(tokenizer)
+        return checkpoint if (checkpoint / "tokenizer.json").is_file() else hf_assets_dir(EMBEDDED)
+    path = hf_assets_dir(tokenizer)
     if not path.is_dir():
         raise ValueError(f"tokenizer = {tokenizer!r}: no such directory (a folder of HF tokenizer files, or "
                          f"{EMBEDDED!r} for the packaged tokenizer)")

@@ -16,14 +16,12 @@ import torch
 
 from motif_titan.model import Motif2Model, Motif2ModelArgs, motif2_args
 from motif_titan.model.model import precompute_rope_cache
-from motif_titan.checkpoint_io import CheckpointReader, expected_shapes, infer_model_args
+from motif_titan.checkpoint_io import SETTINGS_NOT_IN_TENSORS, CheckpointReader, expected_shapes, infer_model_args
 from motif_titan.upscale.plan import matching_flavor
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-# what a checkpoint's tensors cannot tell, taken from the matching flavor when the folder does not say
-_SETTINGS_NOT_IN_TENSORS = ("norm_eps", "subln_eps", "polynorm_eps", "rope_theta", "max_seq_len")
 
 
 def parse_dtype(name: str, label: str = "dtype") -> torch.dtype:
@@ -84,7 +82,7 @@ def resolve_model_args(reader: CheckpointReader, flavor: str | None = None) -> M
             raise ValueError(f"flavor = {flavor!r} does not fit checkpoint {reader.path}: {mismatch}")
     elif reader.description is None and (name := matching_flavor(checkpoint_args, motif2_args)) is not None:
         args = dataclasses.replace(checkpoint_args,
-                                   **{f: getattr(motif2_args[name], f) for f in _SETTINGS_NOT_IN_TENSORS})
+                                   **{f: getattr(motif2_args[name], f) for f in SETTINGS_NOT_IN_TENSORS})
         logger.info("checkpoint %s has the shapes of flavor %r: using its RoPE theta, max_seq_len and eps",
                     reader.path, name)
     else:

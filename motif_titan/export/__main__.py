@@ -70,11 +70,9 @@ def _positive_float(text: str) -> float:
 def _assets(value: str | None) -> Path | None:
     if value is None:
         return None
-    if value == "embedded":
-        from motif_titan.data.text_dataloader import embedded_assets_dir
+    from motif_titan.data.text_dataloader import hf_assets_dir
 
-        return embedded_assets_dir() / "tokenizer"
-    path = Path(value)
+    path = hf_assets_dir(value)
     if not path.is_dir():
         raise FileNotFoundError(f"--hf-assets {value}: no such directory")
     return path

@@ -346,11 +346,10 @@ class IntegrityCheckpointManager(CheckpointManager):
         if _rank() == 0:
             from pathlib import Path
 
-            from motif_titan.data.text_dataloader import EMBEDDED, embedded_assets_dir
+            from motif_titan.data.text_dataloader import hf_assets_dir
             from motif_titan.export.hf_folder import write_side_files
 
-            assets = self.hf_assets_path
-            assets = embedded_assets_dir() / "tokenizer" if assets == EMBEDDED else (Path(assets) if assets else None)
+            assets = hf_assets_dir(self.hf_assets_path) if self.hf_assets_path else None
             dtype = next((v.dtype for k, v in state_dict.items() if ".attention.lambda_" not in k), torch.float32)
             write_side_files(Path(checkpoint_id), self.model_args, assets, dtype)
             shutil.rmtree(os.path.join(checkpoint_id, "sharded"), ignore_errors=True)
