@@ -9,8 +9,9 @@ the last slots of a longer key sequence. Prompts are left-padded, so every row's
 slot; each row's RoPE positions count its own tokens only, so a row computes what it computes alone.
 
 Every step attends over the whole cache (its unwritten slots masked), so the attention's shapes stay the same from
-step to step: on CUDA, SDPA's cuDNN backend builds a graph per shape (about 2.5 ms of CPU time per call on an
-H200), which a key length growing by one each step would rebuild at every call. On CUDA the capacity is also
+step to step: on CUDA, SDPA's cuDNN backend builds a graph per new shape (CPU time on every call with a new
+shape; no benchmark in the repo measures it), which a key length growing by one each step would rebuild at every
+call. On CUDA the capacity is also
 rounded up to a multiple of ``CUDA_CAPACITY_MULTIPLE`` so that batches of similar lengths share graphs.
 """
 

@@ -38,8 +38,8 @@ logger = logging.getLogger(__name__)
 
 # positions the output head and log-softmax take at a time (a 219,520-token vocabulary: 0.9 GB of fp32 logits)
 _HEAD_CHUNK = 1024
-# On CUDA, batch widths are rounded up to a multiple of this: SDPA's cuDNN backend builds a graph per shape (about
-# 2.5 ms of CPU time per attention call on an H200), so batches of nearby lengths then share graphs
+# On CUDA, batch widths are rounded up to a multiple of this: SDPA's cuDNN backend builds a graph per new shape
+# (CPU time on each call with a new shape), so batches of nearby lengths then share graphs
 _CUDA_WIDTH_MULTIPLE = 64
 
 
