@@ -18,6 +18,8 @@ __all__ = [
     "FROM_CHECKPOINT",
     "CheckpointShapedArgs",
     "initial_load_folder",
+    "first_load_folder",
+    "checkpoint_shapes",
 ]
 
 FROM_CHECKPOINT = "from_checkpoint"
@@ -27,12 +29,30 @@ def initial_load_folder(job_config) -> tuple[str | None, str | None]:
     """The folder a job's first load reads weights from, and the TOML field that names it: TorchTitan's
     ``checkpoint.initial_load_path``, else (``checkpoint.initial_load_in_hf``) ``model.hf_assets_path``; (None,
     None) when the job loads no initial weights."""
-    checkpoint = job_config.checkpoint
+    return first_load_folder(job_config.checkpoint, job_config.model.hf_assets_path, "model.hf_assets_path")
+
+
+def first_load_folder(checkpoint, hf_assets_path: str | None, hf_field: str) -> tuple[str | None, str | None]:
+    """``initial_load_folder`` from a checkpoint section and the HF assets path (``hf_field`` names it: its place
+    differs between TorchTitan versions)."""
     if checkpoint.initial_load_path:
         return checkpoint.initial_load_path, "checkpoint.initial_load_path"
-    if checkpoint.initial_load_in_hf and job_config.model.hf_assets_path not in (None, "", "embedded"):
-        return job_config.model.hf_assets_path, "model.hf_assets_path"
+    if checkpoint.initial_load_in_hf and hf_assets_path not in (None, "", "embedded"):
+        return hf_assets_path, hf_field
     return None, None
+
+
+def checkpoint_shapes(folder: str | None, field: str | None) -> Motif2ModelArgs:
+    """The model args of ``flavor = "from_checkpoint"``: those described by ``folder`` (``first_load_folder``)."""
+    if folder is None:
+        raise ValueError(f"model.flavor = {FROM_CHECKPOINT!r} takes its shapes from the checkpoint the job "
+                         "loads first: set checkpoint.initial_load_path (a step folder or an HF folder), or "
+                         "checkpoint.initial_load_in_hf = true with model.hf_assets_path")
+    shapes = checkpoint_model_args(folder)
+    if shapes is None:
+        raise ValueError(f"model.flavor = {FROM_CHECKPOINT!r}: {field} = {folder!r} has neither "
+                         "model_args.json nor config.json to read the model's shapes from")
+    return shapes
 
 
 class CheckpointShapedArgs(Motif2ModelArgs):
@@ -42,15 +62,7 @@ class CheckpointShapedArgs(Motif2ModelArgs):
     flavor written in code. Until then they hold the debug shapes."""
 
     def update_from_config(self, job_config, **kwargs) -> None:
-        folder, field = initial_load_folder(job_config)
-        if folder is None:
-            raise ValueError(f"model.flavor = {FROM_CHECKPOINT!r} takes its shapes from the checkpoint the job "
-                             "loads first: set checkpoint.initial_load_path (a step folder or an HF folder), or "
-                             "checkpoint.initial_load_in_hf = true with model.hf_assets_path")
-        shapes = checkpoint_model_args(folder)
-        if shapes is None:
-            raise ValueError(f"model.flavor = {FROM_CHECKPOINT!r}: {field} = {folder!r} has neither "
-                             "model_args.json nor config.json to read the model's shapes from")
+        shapes = checkpoint_shapes(*initial_load_folder(job_config))
         for name, value in model_args_record(shapes).items():
             setattr(self, name, value)
         self.__post_init__()

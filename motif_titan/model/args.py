@@ -6,8 +6,6 @@ What a job's parallelism and converters may ask of a flavor is checked in ``moti
 from dataclasses import dataclass, field
 
 from torch import nn
-from torchtitan.config import JobConfig
-from torchtitan.protocols.model import BaseModelArgs
 
 ATTN_TYPES = ("sdpa", "flex")
 POLYNORM_BACKENDS = ("auto", "triton", "torch")
@@ -51,7 +49,7 @@ def resolve_gda_value_path(value_path: str, attn_type: str, context_parallel: bo
 
 
 @dataclass
-class Motif2ModelArgs(BaseModelArgs):
+class Motif2ModelArgs:
     """Shapes of a Motif-2 model with Grouped Differential Attention (GDA) and a PolyNorm FFN.
 
     The ``n_heads`` query heads form ``n_noise_heads`` groups of ``ratio`` signal heads plus one noise head,
@@ -134,20 +132,25 @@ class Motif2ModelArgs(BaseModelArgs):
         """Signal heads per group (1 = the Differential Transformer)."""
         return self.n_signal_heads // self.n_noise_heads
 
-    def update_from_config(self, job_config: JobConfig, **kwargs) -> None:
+    def update_from_config(self, job_config, **kwargs) -> None:
         """Take what the model needs of the job, whose sections ``motif_titan.validate.validate_job_config`` has
         validated: the sequence length against the flavor's, and the GDA value path (``[model] gda_value_path``,
         unset: the flavor's) checked against the flavor's attention and the job's context parallelism, then
         resolved. Like TorchTitan's own update_from_config, this sets fields on the flavor's args object. Raises
         naming the TOML field. The job's parallelism and converters are checked against the flavor in
         ``motif_titan.infra.job_rules``."""
-        seq_len = job_config.training.seq_len
+        self.take_run(seq_len=job_config.training.seq_len, flavor=job_config.model.flavor,
+                      value_path=getattr(job_config.model, "gda_value_path", None),
+                      context_parallel_degree=job_config.parallelism.context_parallel_degree)
+
+    def take_run(self, *, seq_len: int, flavor: str, value_path: str | None, context_parallel_degree: int) -> None:
+        """``update_from_config`` on values rather than a TorchTitan config object (every TorchTitan version's
+        integration calls this with its own config's values)."""
         if seq_len > self.max_seq_len:
             raise ValueError(
                 f"training.seq_len = {seq_len} exceeds the max_seq_len {self.max_seq_len} of motif2 flavor "
-                f"'{job_config.model.flavor}'; use training.seq_len <= {self.max_seq_len}"
+                f"'{flavor}'; use training.seq_len <= {self.max_seq_len}"
             )
-        value_path = getattr(job_config.model, "gda_value_path", None)
         if value_path is not None:
             runs = list(value_paths_that_run(self.attn_type, context_parallel=False))
             if value_path not in runs:
@@ -158,7 +161,7 @@ class Motif2ModelArgs(BaseModelArgs):
                     f"{self.attn_type!r}); allowed with {self.attn_type}: {runs}{why}"
                 )
             self.gda_value_path = value_path
-        cp = job_config.parallelism.context_parallel_degree
+        cp = context_parallel_degree
         if self.gda_value_path not in value_paths_that_run(self.attn_type, context_parallel=cp != 1):
             raise NotImplementedError(
                 f"model.gda_value_path = {self.gda_value_path!r} with parallelism.context_parallel_degree = "

@@ -129,6 +129,8 @@ def model_args_record(args: Motif2ModelArgs) -> dict[str, Any]:
 
 def model_args_from_record(record: dict[str, Any], where: str) -> Motif2ModelArgs:
     known = {f.name for f in dataclasses.fields(Motif2ModelArgs) if f.init} - set(_RUN_FIELDS)
+    # Records written while the args subclassed TorchTitan 0.2.2's BaseModelArgs carry its marker field.
+    record = {k: v for k, v in record.items() if k != "_enforced"}
     unknown = sorted(set(record) - known)
     if unknown:
         raise ModelDescriptionError(f"{where}: unknown fields {unknown}; known: {sorted(known)}")

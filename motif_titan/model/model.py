@@ -13,21 +13,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor, Partial
-from torch.nn.attention.flex_attention import BlockMask, and_masks
-from torchtitan.components.tokenizer import BaseTokenizer
-from torchtitan.models.attention import (
-    FlexAttentionWrapper,
-    create_attention_mask,
-    get_causal_mask_mod,
-    get_document_mask_mod,
-)
-from torchtitan.models.utils import trunc_normal_
-from torchtitan.protocols.model import AttentionMasksType
-from torchtitan.protocols.train_spec import ModelProtocol
+from torch.nn.attention.flex_attention import BlockMask
 
 from motif_titan.kernels import poly_norm_mul, upcast
 
 from .args import Motif2ModelArgs
+from .attention import CausalSDPA, FlexAttention, block_mask
+
+
+def trunc_normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0) -> None:
+    """A truncated normal init drawn in float32 whatever the tensor's dtype (torch's sampler is unstable in low
+    precision), then cast into the tensor; in place."""
+    values = tensor.float()
+    nn.init.trunc_normal_(values, mean=mean, std=std, a=a, b=b)
+    if values is not tensor:
+        tensor.copy_(values)
 
 
 def lambda_init_for_layer(layer_idx: int) -> float:
@@ -88,26 +88,6 @@ def local_replicated(param: torch.Tensor) -> torch.Tensor:
     if not isinstance(param, DTensor):
         return param
     return param.to_local(grad_placements=[Partial() if p.is_replicate() else p for p in param.placements])
-
-
-class CausalSDPA(nn.Module):
-    """Causal ``F.scaled_dot_product_attention`` as a module (q, k, v first), so that TorchTitan's context parallel
-    plan can wrap each GDA attention call (ring attention over the sequence shards)."""
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, enable_gqa: bool = False) -> torch.Tensor:
-        if enable_gqa and q.dtype == torch.float32 and q.device.type == "cuda":
-            # CUDA's fp32 kernel (efficient attention) takes no GQA: SDPA would fall back to the math kernel, which
-            # ring attention (context parallelism) cannot run. Repeat each kv head for its q heads instead.
-            k, v = (_repeat_heads(t, q.shape[1] // t.shape[1]) for t in (k, v))
-            enable_gqa = False
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=enable_gqa)
-
-
-def _repeat_heads(t: torch.Tensor, times: int) -> torch.Tensor:
-    """(bs, heads, seq, d) -> (bs, heads * times, seq, d), each head repeated ``times`` times in place (as GQA
-    pairs q head i with kv head i // times); expand + reshape keeps a sequence-sharded DTensor sharded."""
-    bs, heads, seq, d = t.shape
-    return t.unsqueeze(2).expand(bs, heads, times, seq, d).reshape(bs, heads * times, seq, d)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -173,7 +153,7 @@ class GroupedDiffAttention(nn.Module):
         self.lambda_k2 = nn.Parameter(torch.empty(d, dtype=torch.float32))
         self.subln = nn.RMSNorm(2 * d, eps=model_args.subln_eps)
         # Every attention call goes through this module (context parallelism wraps it).
-        self.inner_attention = FlexAttentionWrapper() if self.attn_type == "flex" else CausalSDPA()
+        self.inner_attention = FlexAttention() if self.attn_type == "flex" else CausalSDPA()
         # Sees the post-RoPE q and k of every forward (MuonClip's max-logit recorder hooks it).
         self.qk_probe = QKProbe()
 
@@ -271,7 +251,7 @@ class GroupedDiffAttention(nn.Module):
         self,
         x: torch.Tensor,
         rope_cache: torch.Tensor,
-        attention_masks: AttentionMasksType | None,
+        attention_masks: BlockMask | None,
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         q_signal, q_noise, k1, k2, v = self.project_heads(x, rope_cache, positions)
@@ -340,7 +320,7 @@ class TransformerBlock(nn.Module):
         self,
         x: torch.Tensor,
         rope_cache: torch.Tensor,
-        attention_masks: AttentionMasksType | None,
+        attention_masks: BlockMask | None,
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         h = x + self.attention(self.attention_norm(x), rope_cache, attention_masks, positions)
@@ -353,11 +333,11 @@ class TransformerBlock(nn.Module):
         self.feed_forward.init_weights(self.weight_init_std)
 
 
-class Motif2Model(ModelProtocol):
+class Motif2Model(nn.Module):
     """Motif-2 decoder: embeddings, ``n_layers`` GDA + PolyNorm blocks, final RMSNorm, output head."""
 
     def __init__(self, model_args: Motif2ModelArgs):
-        super().__init__(model_args)
+        super().__init__()
         self.model_args = model_args
         self.vocab_size = model_args.vocab_size
         self.n_layers = model_args.n_layers
@@ -410,25 +390,21 @@ class Motif2Model(ModelProtocol):
     def get_attention_masks(
         self,
         input_batch: torch.Tensor,
-        tokenizer: BaseTokenizer,
+        tokenizer,
         extra_inputs: dict[str, torch.Tensor] | None = None,
-    ) -> AttentionMasksType:
+    ) -> BlockMask:
         if self.model_args.attn_type != "flex":
             raise TypeError(f"attention masks are built for attn_type 'flex', not {self.model_args.attn_type!r}")
-        mask_mods = [get_causal_mask_mod()]
-        batch_dim = 1
-        if self.model_args.attn_mask_type == "block_causal":
-            if tokenizer.eos_id is None:
-                raise ValueError("attn_mask_type 'block_causal' needs a tokenizer with an eos token")
-            batch_dim = input_batch.shape[0]
-            mask_mods.append(get_document_mask_mod(input_batch, tokenizer.eos_id))
-        seqlen = input_batch.shape[1]
-        return create_attention_mask(and_masks(*mask_mods), batch_dim, None, seqlen, seqlen)
+        if self.model_args.attn_mask_type == "causal":
+            return block_mask(input_batch, eos_id=None)
+        if tokenizer.eos_id is None:
+            raise ValueError("attn_mask_type 'block_causal' needs a tokenizer with an eos token")
+        return block_mask(input_batch, eos_id=tokenizer.eos_id)
 
     def forward(
         self,
         tokens: torch.Tensor,
-        attention_masks: AttentionMasksType | None = None,
+        attention_masks: BlockMask | None = None,
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from motif_titan.infra.job_rules import check_context_parallel
 from motif_titan.model import motif2_args
-from motif_titan.model.model import _repeat_heads
+from motif_titan.model.attention import repeat_heads as _repeat_heads
 
 from helpers.jobs import parse_debug_job as _job
 

@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 from torchtitan.config import ConfigManager
-from torchtitan.models.attention import get_document_mask_mod
+from motif_titan.model.attention import document_mask_mod
 
 from motif_titan.data.curriculum_dataloader import build_curriculum_dataloader
 from motif_titan.data.sft import IGNORE_INDEX, SimpleChatTemplate, TokenizerChatTemplate, sample_labels
@@ -182,7 +182,7 @@ def test_packed_rows_keep_samples_whole_and_apart(tokenizer, sft_files):
                 assert row_labels[end - 1] == IGNORE_INDEX
                 trained = (row_labels[start:end - 1] != IGNORE_INDEX).nonzero().flatten() + start
                 assert torch.equal(row_labels[trained], tokens[trained + 1])
-            mask_mod = get_document_mask_mod(tokens[None], tokenizer.eos_id)
+            mask_mod = document_mask_mod(tokens[None], tokenizer.eos_id)
             q, kv = torch.meshgrid(torch.arange(SEQ_LEN), torch.arange(SEQ_LEN), indexing="ij")
             allowed = mask_mod(torch.zeros_like(q), torch.zeros_like(q), q, kv)
             assert torch.equal(allowed, owner[q] == owner[kv])
