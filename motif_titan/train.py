@@ -116,6 +116,13 @@ def main() -> None:
     console.install(on_cpu)
     if on_cpu:
         apply_cpu_shims()
+    from motif_titan.titan_version import TORCHTITAN_03
+
+    if TORCHTITAN_03:
+        from motif_titan.titan03.train import main as titan03_main
+
+        titan03_main(sys.argv[1:])
+        exit_without_teardown(0)
     import motif_titan  # noqa: F401  (registers the motif2 TrainSpec even without custom_import)
     from torchtitan.train import main as torchtitan_main
 

@@ -15,7 +15,7 @@ import dataclasses
 
 from torchtitan.protocols.train_spec import register_train_spec
 
-from motif_titan import get_train_spec
+from motif_titan.train_spec import get_train_spec
 from motif_titan.model import motif2_args
 
 SLICES = {

@@ -297,17 +297,24 @@ def _check_model_masks(job_config, plan: CurriculumPlan) -> None:
     """SFT rows hold several samples: the model must block attention at EOS (block_causal)."""
     if not plan.sft:
         return
+    if getattr(job_config.model, "name", None) is None:
+        return  # TorchTitan 0.3: the model's flavor is checked by motif_titan.titan03.trainer
     from torchtitan.protocols.train_spec import get_train_spec
 
     try:
         model_args = get_train_spec(job_config.model.name).model_args[job_config.model.flavor]
     except (ValueError, KeyError):
         return  # the trainer reports an unknown model or flavor itself
+    check_sft_masks(model_args, job_config.model.name, job_config.model.flavor)
+
+
+def check_sft_masks(model_args, name: str, flavor: str) -> None:
+    """A model that says how it masks attention (``attn_mask_type``) must block it at EOS for packed SFT rows."""
     mask_type = getattr(model_args, "attn_mask_type", None)
     if mask_type is not None and mask_type != "block_causal":
         raise ValueError(
             f"curriculum.mode = 'sft' packs several samples per row and needs attention blocked at their EOS: "
-            f"model {job_config.model.name!r} flavor {job_config.model.flavor!r} has attn_mask_type "
+            f"model {name!r} flavor {flavor!r} has attn_mask_type "
             f"{mask_type!r}; allowed: a flavor with attn_type 'flex' and attn_mask_type 'block_causal'")
 
 

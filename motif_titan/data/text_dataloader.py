@@ -26,14 +26,17 @@ from torch.distributed.checkpoint.stateful import Stateful
 from torch.utils.data import IterableDataset
 from torchtitan.components.dataloader import ParallelAwareDataloader
 from torchtitan.components.tokenizer import BaseTokenizer, HuggingFaceTokenizer
-from torchtitan.config import JobConfig
 from torchtitan.hf_datasets.text_datasets import DATASETS as TORCHTITAN_DATASETS
-from torchtitan.hf_datasets.text_datasets import (
-    build_text_dataloader as build_torchtitan_text_dataloader,
-)
 from torchtitan.tools.logging import logger
 
+from motif_titan.titan_version import TORCHTITAN_03, load_hf_tokenizer
+
 from .token_shards import TokenShard, is_token_shard
+
+if TORCHTITAN_03:
+    from motif_titan.titan03.dataloader import build_torchtitan_text_dataloader
+else:
+    from torchtitan.hf_datasets.text_datasets import build_text_dataloader as build_torchtitan_text_dataloader
 
 EMBEDDED = "embedded"
 TEXT_FILE_SUFFIXES = (".jsonl", ".txt", ".parquet")
@@ -50,17 +53,22 @@ def hf_assets_dir(configured: str) -> Path:
     return embedded_assets_dir() / "tokenizer" if configured == EMBEDDED else Path(configured)
 
 
-def build_tokenizer(job_config: JobConfig) -> HuggingFaceTokenizer:
+def build_tokenizer(job_config) -> HuggingFaceTokenizer:
     """TorchTitan's ``build_hf_tokenizer``, with ``model.hf_assets_path = "embedded"`` resolving
     to the packaged tokenizer directory."""
-    configured = job_config.model.hf_assets_path
+    return tokenizer_from_assets(job_config.model.hf_assets_path, "model.hf_assets_path")
+
+
+def tokenizer_from_assets(configured: str | None, field: str) -> HuggingFaceTokenizer:
+    """The HF tokenizer of an ``hf_assets_path``-like value (``"embedded"``: the packaged one); a missing folder is
+    refused naming ``field``."""
     path = None if configured is None else hf_assets_dir(configured)
     if path is None or not path.exists():
         raise FileNotFoundError(
-            f"model.hf_assets_path={configured!r}: tokenizer directory {str(path)!r} does not exist "
+            f"{field}={configured!r}: tokenizer directory {str(path)!r} does not exist "
             f"(use {EMBEDDED!r} for the packaged tokenizer)"
         )
-    return HuggingFaceTokenizer(str(path))
+    return load_hf_tokenizer(str(path))
 
 
 def find_text_files(path: Path) -> list[Path]:
@@ -242,7 +250,7 @@ class LocalTextDataset(IterableDataset, Stateful):
         self._token_buffer = list(state_dict["token_buffer"])
 
 
-def local_text_files(job_config: JobConfig) -> list[Path] | None:
+def local_text_files(job_config) -> list[Path] | None:
     """The local files ``job_config.training`` names (text files, or one token shard directory), or None for a
     dataset TorchTitan handles."""
     training = job_config.training
@@ -283,7 +291,7 @@ def build_text_dataloader(
     dp_world_size: int,
     dp_rank: int,
     tokenizer: BaseTokenizer,
-    job_config: JobConfig,
+    job_config,
     infinite: bool = True,
 ) -> ParallelAwareDataloader:
     """The TrainSpec's ``build_dataloader_fn``: the embedded corpus, local text files, or

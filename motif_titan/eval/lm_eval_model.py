@@ -24,7 +24,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
-from torchtitan.components.tokenizer import HuggingFaceTokenizer
+from motif_titan.titan_version import load_hf_tokenizer
 from tqdm import tqdm
 
 from motif_titan.data.text_dataloader import EMBEDDED, hf_assets_dir
@@ -103,7 +103,7 @@ class Motif2LM(TemplateLM):
         tokenizer_path = resolve_tokenizer_path(None if tokenizer is None else str(tokenizer), path)
         requested_length = None if max_length is None else _positive_int(max_length, "max_length")
 
-        self.tokenizer = HuggingFaceTokenizer(str(tokenizer_path))
+        self.tokenizer = load_hf_tokenizer(str(tokenizer_path))
         self.tokenizer_path = tokenizer_path
         self._eot_id = self.tokenizer.eos_id if self.tokenizer.eos_id is not None else self.tokenizer.bos_id
         if self._eot_id is None:

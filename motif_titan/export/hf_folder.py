@@ -95,9 +95,9 @@ def special_token_ids(assets: Path | None) -> tuple[int | None, int | None]:
     """(bos, eos) ids of the tokenizer in ``assets``, None where it has none (or there is no tokenizer)."""
     if assets is None or not (assets / "tokenizer.json").is_file():
         return None, None
-    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+    from motif_titan.titan_version import load_hf_tokenizer
 
-    tokenizer = HuggingFaceTokenizer(str(assets))
+    tokenizer = load_hf_tokenizer(str(assets))
     return getattr(tokenizer, "bos_id", None), getattr(tokenizer, "eos_id", None)
 
 

@@ -11,9 +11,11 @@ def test_every_package_directory_is_listed_in_pyproject():
     config = tomli.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(config["packages"])
     found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "motif_titan").rglob("__init__.py")}
-    found.add("motif_titan.kernels")
+    found |= {"motif_titan.kernels", "motif_titan.train_configs"}
     assert found == listed
     assert "motif_titan.upscale" in listed  # the upscaler CLI ships in the wheel
     assert config["package-dir"]["motif_titan.kernels"] == "kernels"
     assert (REPO / "kernels" / "__init__.py").is_file()
+    assert config["package-dir"]["motif_titan.train_configs"] == "train_configs"  # the 0.3 config functions read them
+    assert config["package-data"]["motif_titan.train_configs"] == ["*.toml"]
     assert not (REPO / "motif_titan" / "kernels").exists()  # kernels/ is the one source of motif_titan.kernels

@@ -1,0 +1,53 @@
+"""The Motif-2 model as a TorchTitan 0.3 ``BaseModel``: the same module tree, parameters and forward as under 0.2.2
+(``motif_titan.model.Motif2Model``), built from a ``Config`` that holds one flavor's ``Motif2ModelArgs``.
+
+0.3's own models are trees of ``Module.Config`` nodes whose tensor-parallel layouts are declared on the nodes;
+Motif-2 keeps its torch modules and its imperative parallel plans (``motif_titan.infra.parallel_plans``), which
+run on 0.3's ``partial_dtensor`` SPMD backend (see ``motif_titan.titan03.parallelize``).
+"""
+
+from dataclasses import dataclass, field
+
+from torch import nn
+from torchtitan.protocols.model import BaseModel
+
+from motif_titan.model import (
+    FROM_CHECKPOINT,
+    Motif2Model,
+    Motif2ModelArgs,
+    checkpoint_shapes,
+    first_load_folder,
+    model_args_record,
+    motif2_args,
+)
+
+
+class Motif2Titan03(Motif2Model, BaseModel):
+    """``Motif2Model`` under 0.3's model protocol. Its submodules are torch modules, not 0.3 ``Module`` configs
+    (which is what ``verify_module_protocol`` checks), and its init is Motif's (``Motif2Model.init_weights``)."""
+
+    @dataclass(kw_only=True, slots=True)
+    class Config(BaseModel.Config):
+        flavor: str = "debugmodel"
+        args: Motif2ModelArgs = field(default_factory=lambda: motif2_args["debugmodel"])
+        gda_value_path: str | None = None
+        """``[model] gda_value_path`` of the TOML: unset keeps the flavor's."""
+
+        def update_from_config(self, *, config, **kwargs) -> None:
+            """The job's sequence length, GDA value path and context parallelism, checked and taken as on 0.2.2
+            (``Motif2ModelArgs.take_run``); ``from_checkpoint`` first reads the shapes of the checkpoint the job
+            loads (``checkpoint.initial_load_path``, or ``hf_assets_path`` with ``checkpoint.initial_load_in_hf``)."""
+            if self.flavor == FROM_CHECKPOINT:
+                folder = first_load_folder(config.checkpoint, config.hf_assets_path, "hf_assets_path")
+                self.args = Motif2ModelArgs(**model_args_record(checkpoint_shapes(*folder)))
+            self.args.take_run(seq_len=config.training.seq_len, flavor=self.flavor, value_path=self.gda_value_path,
+                               context_parallel_degree=config.parallelism.context_parallel_degree)
+
+        def get_nparams_and_flops(self, model: nn.Module, seq_len: int) -> tuple[int, int]:
+            return self.args.get_nparams_and_flops(model, seq_len)
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config.args)
+
+    def verify_module_protocol(self) -> None:
+        """Nothing to verify: the tree is torch modules by design (see the class docstring)."""

@@ -1,0 +1,203 @@
+"""Our TOML layout (the sections and keys of TorchTitan 0.2.2's JobConfig plus motif_titan's ``[curriculum]`` and the
+Muon fields of ``[optimizer]``) read into TorchTitan 0.3's ``Trainer.Config``, so that the same files train under both
+versions: ``python -m motif_titan.train --job.config_file train_configs/X.toml``.
+
+Each key has one destination in 0.3's config (``SECTIONS``: a field of a 0.3 config object of the same name unless the
+table says otherwise). A key without one is refused before anything is built, naming the file, the key and what the
+section takes; so is a key 0.3 has no place for yet (``NOT_ON_03``, with the reason).
+"""
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from torchtitan.components.checkpoint import CheckpointManager
+from torchtitan.components.loss import CrossEntropyLoss
+from torchtitan.components.optimizer import LRSchedulersContainer, OptimizersContainer, ParamGroupConfig
+from torchtitan.config import CommConfig, CompileConfig, ParallelismConfig, TrainingConfig
+from torchtitan.config.configs import DebugConfig
+from torchtitan.distributed.activation_checkpoint import FullAC, SelectiveAC
+from torchtitan.tools.profiler import Profiler
+
+from motif_titan.data.curriculum import CurriculumConfig
+from motif_titan.data.text_dataloader import hf_assets_dir
+from motif_titan.optim.settings import MUON_NAMES, TORCHTITAN_NAMES
+
+from . import MODEL_NAME, model_registry
+from .dataloader import CurriculumDataLoader
+from .optimizer import MuonOptimizers
+from .parallelize import SPMD_BACKEND
+from .trainer import ComponentMetrics, MotifTrainer
+
+# section -> the 0.3 config class its keys are fields of (None: handled key by key below)
+PLAIN_SECTIONS = {
+    "metrics": ComponentMetrics.Config,
+    "lr_scheduler": LRSchedulersContainer.Config,
+    "parallelism": ParallelismConfig,
+    "checkpoint": CheckpointManager.Config,
+    "compile": CompileConfig,
+    "comm": CommConfig,
+    "debug": DebugConfig,
+    "profiling": Profiler.Config,
+}
+TRAINING_TO_DATALOADER = ("dataset", "dataset_path")
+NOT_ON_03 = {
+    ("model", "converters"): "TorchTitan 0.3's float8 converter rewrites Linear.Config nodes, which motif2's torch "
+                             "modules do not have; FP8 runs on TorchTitan 0.2.2",
+    ("quantize", None): "see model.converters",
+    ("guard", None): "the non-finite guard runs in motif_titan's 0.2.2 trainer",
+    ("validation", None): "validation runs on TorchTitan 0.2.2",
+    ("float8", None): "see model.converters",
+}
+ACCEPTED_AS_IS = {("job", "description"), ("job", "print_config")}
+
+
+class TomlConfigError(ValueError):
+    pass
+
+
+def _refuse(path: Path, key: str, why: str) -> None:
+    raise TomlConfigError(f"{path}: [{key.split('.')[0]}] {key.split('.', 1)[-1]} ({key}): {why}")
+
+
+def _field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")]
+
+
+def _fill(path: Path, section: str, values: dict, target, skip: tuple = ()) -> None:
+    allowed = [n for n in _field_names(type(target)) if n not in skip]
+    for key, value in values.items():
+        if key in skip:
+            continue
+        if key not in allowed:
+            _refuse(path, f"{section}.{key}", f"unknown key; [{section}] takes {sorted(allowed)} under TorchTitan 0.3")
+        setattr(target, key, value)
+
+
+def read_toml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise TomlConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def trainer_config_from_toml(path: str | Path, overrides: dict | None = None) -> MotifTrainer.Config:
+    """The 0.3 ``Trainer.Config`` of one of our TOML files (see the module docstring); ``overrides`` are
+    ``{"section.key": value}`` pairs applied on top, as ``--section.key value`` flags are on 0.2.2."""
+    path = Path(path)
+    doc = read_toml(path)
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        doc.setdefault(section, {})[key] = value
+    for (section, key), why in NOT_ON_03.items():
+        if section in doc and (key is None and doc[section] or key in doc[section]):
+            _refuse(path, f"{section}.{key or next(iter(doc[section]))}", f"not supported on TorchTitan 0.3: {why}")
+
+    job = doc.pop("job", {})
+    for key, value in job.items():
+        if key == "dump_folder" or ("job", key) in ACCEPTED_AS_IS:
+            continue
+        if key == "custom_config_module" and value == "motif_titan.job_config":
+            continue  # 0.2.2's way of adding our sections; 0.3 reads them here
+        _refuse(path, f"job.{key}", "unknown key; [job] takes dump_folder, description, custom_config_module = "
+                                    "'motif_titan.job_config' under TorchTitan 0.3")
+    experimental = doc.pop("experimental", {})
+    for key, value in experimental.items():
+        if not (key == "custom_import" and value == "motif_titan"):
+            _refuse(path, f"experimental.{key}", "allowed: custom_import = 'motif_titan' (0.3 imports it itself)")
+
+    model = doc.pop("model", {})
+    name = model.get("name", MODEL_NAME)
+    if name != MODEL_NAME:
+        _refuse(path, "model.name", f"{name!r}; allowed: {MODEL_NAME!r} (other models: their own 0.3 config "
+                                    "functions, with motif_titan's components)")
+    for key in model:
+        if key not in ("name", "flavor", "hf_assets_path", "gda_value_path"):
+            _refuse(path, f"model.{key}", "unknown key; [model] takes name, flavor, hf_assets_path, gda_value_path")
+    spec = model_registry(model.get("flavor", "debugmodel"))
+    spec.model.gda_value_path = model.get("gda_value_path")
+    hf_assets = model.get("hf_assets_path", "embedded")
+
+    training_values = doc.pop("training", {})
+    loader_values = dict(training_values.pop("dataloader", {}) or {})
+    curriculum = doc.pop("curriculum", {})
+    known_curriculum = _field_names(CurriculumConfig)
+    for key in curriculum:
+        if key not in known_curriculum:
+            _refuse(path, f"curriculum.{key}", f"unknown key; [curriculum] takes {sorted(known_curriculum)}")
+    dataloader = CurriculumDataLoader.Config(curriculum=CurriculumConfig(**curriculum), hf_assets_path=hf_assets)
+    for key in TRAINING_TO_DATALOADER:
+        if key in training_values:
+            setattr(dataloader, key, training_values.pop(key))
+    _fill(path, "training.dataloader", loader_values, dataloader,
+          skip=("dataset", "dataset_path", "curriculum", "global_batch_size", "hf_assets_path"))
+    training = TrainingConfig()
+    _fill(path, "training", training_values, training)
+    dataloader.global_batch_size = training.global_batch_size
+
+    config = MotifTrainer.Config(
+        model_spec=spec,
+        hf_assets_path=str(hf_assets_dir(hf_assets)),
+        dump_folder=job.get("dump_folder", "./outputs"),
+        training=training,
+        dataloader=dataloader,
+        optimizer=_optimizer(path, doc.pop("optimizer", {})),
+        loss=CrossEntropyLoss.Config(),
+        activation_checkpoint=_activation_checkpoint(path, doc.pop("activation_checkpoint", {})),
+        parallelism=ParallelismConfig(spmd_backend=SPMD_BACKEND),
+        metrics=ComponentMetrics.Config(),
+        lr_scheduler=LRSchedulersContainer.Config(),
+        checkpoint=CheckpointManager.Config(),
+        compile=CompileConfig(),
+        comm=CommConfig(),
+        debug=DebugConfig(),
+        profiler=Profiler.Config(),
+    )
+    checkpoint = doc.get("checkpoint", {})
+    if checkpoint.get("async_mode", "disabled") != "disabled":
+        _refuse(path, "checkpoint.async_mode", f"{checkpoint['async_mode']!r}; TorchTitan 0.3 saves synchronously, "
+                                               "allowed: 'disabled'")
+    checkpoint.pop("async_mode", None)
+    for section, cls in PLAIN_SECTIONS.items():
+        target = getattr(config, "profiler" if section == "profiling" else section)
+        _fill(path, section, doc.pop(section, {}), target)
+    for section in doc:
+        _refuse(path, f"{section}.{next(iter(doc[section]), '')}",
+                f"unknown section [{section}]; sections: job, experimental, model, training, optimizer, "
+                f"lr_scheduler, parallelism, checkpoint, activation_checkpoint, compile, metrics, comm, debug, "
+                f"profiling, curriculum")
+    MotifTrainer.Config.__post_init__(config)  # the trainer config's own checks, on the final values
+    return config
+
+
+def _optimizer(path: Path, values: dict[str, Any]):
+    name = values.get("name", "AdamW")
+    if name in MUON_NAMES:
+        config = MuonOptimizers.Config()
+        _fill(path, "optimizer", values, config, skip=("implementation",))
+        return config
+    if name not in TORCHTITAN_NAMES:
+        _refuse(path, "optimizer.name", f"{name!r}; allowed: {sorted(MUON_NAMES) + list(TORCHTITAN_NAMES)}")
+    known = ("name", "lr", "eps", "weight_decay", "beta1", "beta2", "implementation")
+    for key in values:
+        if key not in known:
+            _refuse(path, f"optimizer.{key}", f"unknown key with optimizer.name = {name!r}; allowed: {list(known)}")
+    kwargs = {"lr": values.get("lr", 8e-4), "betas": (values.get("beta1", 0.9), values.get("beta2", 0.95)),
+              "eps": values.get("eps", 1e-8), "weight_decay": values.get("weight_decay", 0.1)}
+    return OptimizersContainer.Config(
+        param_groups=[ParamGroupConfig(pattern=r".*", optimizer_name=name, optimizer_kwargs=kwargs)],
+        implementation=values.get("implementation", "fused"))
+
+
+def _activation_checkpoint(path: Path, values: dict[str, Any]):
+    mode = values.get("mode", "selective")
+    for key in values:
+        if key != "mode":
+            _refuse(path, f"activation_checkpoint.{key}", "unknown key under TorchTitan 0.3; allowed: mode")
+    modes = {"none": None, "selective": SelectiveAC.Config(), "full": FullAC.Config()}
+    if mode not in modes:
+        _refuse(path, "activation_checkpoint.mode", f"{mode!r}; allowed: {list(modes)}")
+    return modes[mode]

@@ -1,0 +1,34 @@
+"""Which TorchTitan is installed, and the one call that differs between the versions for code shared by both.
+
+motif_titan works with TorchTitan 0.2.2 and 0.3.x. Its model, kernels, optimizer math and scheduling, data,
+upscaler, export and eval are the same code under both. The integration is per version: 0.2.2's TrainSpec,
+TOML JobConfig and trainer (``motif_titan/__init__.py``, ``train.py``, ``trainer.py``, ``validate.py``,
+``job_config.py``, ``infra/parallelize.py``, ``optim/builder.py``), and 0.3's ModelSpec, config functions and
+configurable components (``motif_titan.titan03``).
+"""
+
+from importlib.metadata import version
+
+
+def _release(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("+")[0].split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+TORCHTITAN_VERSION: str = version("torchtitan")
+TORCHTITAN_03: bool = _release(TORCHTITAN_VERSION) >= (0, 3)
+"""True under TorchTitan 0.3.x (``Trainer.Config`` and ``ModelSpec``), False under 0.2.2 (TOML and TrainSpec)."""
+
+
+def load_hf_tokenizer(path: str):
+    """TorchTitan's HuggingFaceTokenizer of the tokenizer folder ``path`` (0.3 builds it from a config)."""
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+
+    if TORCHTITAN_03:
+        return HuggingFaceTokenizer(HuggingFaceTokenizer.Config(), tokenizer_path=str(path))
+    return HuggingFaceTokenizer(str(path))
