@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
 
+from motif_titan.kernels import newton_schulz_triton as nst
 from motif_titan.optim import newton_schulz
 from motif_titan.optim.muon import Muon
 from motif_titan.optim.newton_schulz import iteration_coefficients, newton_schulz_flops, zeropower_via_newton_schulz
@@ -152,17 +153,23 @@ def main():
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--out", default="muon_results.json")
     parser.add_argument("--profile", action="store_true", help="also record one step's GPU kernel time by kind")
-    parser.add_argument("--ns-backend", choices=["auto", "torch"], default="auto",
-                        help="torch: keep every matrix on the plain torch Newton-Schulz (the pre-kernel baseline)")
+    parser.add_argument("--ns-backend", choices=["auto", "torch", "gram"], default="auto",
+                        help="torch: keep every matrix on the plain torch Newton-Schulz (the pre-kernel baseline); "
+                             "gram: 'auto' with the Gram iteration where it applies (newton_schulz.AUTO_GRAM)")
+    parser.add_argument("--ns-cuda-graphs", action="store_true",
+                        help="replay the Triton Newton-Schulz from per-shape CUDA graphs (newton_schulz_triton."
+                             "CUDA_GRAPHS; off by default)")
     args = parser.parse_args()
+    nst.CUDA_GRAPHS = args.ns_cuda_graphs
     if args.ns_backend == "torch":
         newton_schulz.TRITON_MIN_DIM = 1 << 62
+    newton_schulz.AUTO_GRAM = args.ns_backend == "gram"
     dist.init_process_group("nccl")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     mesh = init_device_mesh("cuda", (world,), mesh_dim_names=("dp_shard",))
     results = {"device": torch.cuda.get_device_name(), "gpus": world, "layers": args.layers,
-               "torch": torch.__version__, "ns_backend": args.ns_backend,
+               "torch": torch.__version__, "ns_backend": args.ns_backend, "ns_cuda_graphs": args.ns_cuda_graphs,
                "triton_min_dim": newton_schulz.TRITON_MIN_DIM, "modes": {}}
     results["modes_agree_with_distributed_2_layers"] = check_modes_agree(mesh)
     if rank == 0:

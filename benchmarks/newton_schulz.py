@@ -6,21 +6,27 @@ Dion (github.com/microsoft/dion, ``dion/newton_schulz_triton.py``) is loaded fro
 it is a baseline only. Variants, all bf16, 5 iterations, inputs fp32 gradients like Muon's momentum:
 - ``torch``: motif_titan's plain path (three torch matmuls per iteration), ``backend="torch"``;
 - ``triton``: motif_titan's Triton path (``motif_titan.kernels.newton_schulz_triton.newton_schulz_triton``),
-  ``backend="triton"`` on every matrix;
-- ``triton_update``: the same with the third line through our ``update_product`` kernel instead of
-  ``torch.addmm`` (``THIRD_PRODUCT = "triton"``);
+  ``backend="triton"`` on every matrix, replayed from its per-shape CUDA graphs (``CUDA_GRAPHS`` on, here for
+  every variant of ours but the next one);
+- ``triton_eager``: the same launched kernel by kernel (``CUDA_GRAPHS = False``, the package default);
 - ``auto``: ``backend="auto"``, what Muon runs (Triton where the short side is >= TRITON_MIN_DIM, torch elsewhere);
+- ``gram``: ``backend="gram"`` (the Gram iteration where the long side is >= GRAM_MIN_ASPECT x the short one, the
+  Triton path on the other Triton shapes, torch on wk, wv); ``gram_all``: the Gram iteration on all seven;
 - ``dion_lines``: Dion's ``ns_line_1`` / ``ns_line_2`` triangle kernels + ``torch.addmm``, with the same (keller)
   coefficients, i.e. Dion's ``newton_schulz_triton`` with its constants swapped for ours;
-- ``dion`` and ``triton_motif`` / ``torch_motif``: Dion's own ``newton_schulz_triton`` (its built-in table is
-  Motif's five triples) against ours with ``ns_coefficients = "motif"``.
+- ``dion`` and ``triton_motif`` / ``gram_motif`` / ``torch_motif``: Dion's own ``newton_schulz_triton`` (its
+  built-in table is Motif's five triples) against ours with ``ns_coefficients = "motif"``;
+- ``triton_polar`` / ``torch_polar``: the Polar Express table (``newton_schulz.POLAR_EXPRESS``; checked, not timed).
 First every Triton configuration either side autotunes over is compiled in parallel worker processes (into Triton's
 disk cache; the autotuners then only time them). Then correctness: per shape, each variant against the torch path
-of the same coefficients (max |diff|, relative Frobenius difference, bit-equal fraction), and every one of our
-configurations alone against cuBLAS on each of the three products. Then each product alone (ours against Dion's
-and cuBLAS on the same operands, with the configurations each autotuner picked), then timing: median GPU time
-(``triton.testing.do_bench``, warm, autotuned first) of the whole layer, twice in alternating order, plus each
-matrix alone, and a dense bf16 8192^3 matmul of the same run; a profile of one layer. Prints a table last.
+of the same coefficients (max |diff|, relative Frobenius difference, bit-equal fraction) and against a float32
+iteration, and every one of our configurations alone against cuBLAS on the two symmetric products. Then each
+product alone (ours against Dion's and cuBLAS on the same operands, with the configurations each autotuner picked),
+then timing of the whole layer, twice in alternating order, two ways for every variant: wall time per call
+(``triton.testing.do_bench``: what Muon sees, CPU launches included) and the replay time of a CUDA graph of the
+layer (``triton.testing.do_bench_cudagraph``: GPU time alone; our own graphs are off inside it, so it captures the
+same kernels); each matrix alone, a dense bf16 8192^3 matmul of the same run, a profile of one layer. Prints a
+table last.
 """
 
 import argparse
@@ -36,7 +42,7 @@ import triton
 import triton.testing
 
 from motif_titan.kernels import newton_schulz_triton as nst
-from motif_titan.optim.newton_schulz import (EPS, iteration_coefficients, newton_schulz_flops,
+from motif_titan.optim.newton_schulz import (EPS, POLAR_EXPRESS, iteration_coefficients, newton_schulz_flops,
                                              zeropower_via_newton_schulz)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -107,10 +113,12 @@ def _compile_worker(job):
 
     nst._picked = NoCache()
     nst.THIRD_PRODUCT = "triton"
-    keller = iteration_coefficients("keller", 2)
+    nst.CUDA_GRAPHS = False
+    keller = iteration_coefficients("keller", 3)
     for shape in ((512, 256), (256, 512)):
         g = torch.randn(shape, device="cuda")
         nst.newton_schulz_triton(g, keller)
+        nst.newton_schulz_triton(g, keller, gram=True)
         dion_lines(dion, keller)(g)
     torch.cuda.synchronize()
     return counter[1:]
@@ -154,22 +162,20 @@ def bench(fn, rep=200):
     return triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median")
 
 
+def bench_graph(fn, rep=200):
+    """Median replay time of a CUDA graph of fn (GPU time alone). Our per-shape graphs are off meanwhile: under a
+    capture our path runs its kernels eagerly anyway, and the warm-up calls would capture graphs on a new stream."""
+    on, nst.CUDA_GRAPHS = nst.CUDA_GRAPHS, False
+    try:
+        return triton.testing.do_bench_cudagraph(fn, rep=rep, return_mode="median")
+    finally:
+        nst.CUDA_GRAPHS = on
+
+
 def matmul_rate():
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     return 2 * 8192 ** 3 / (bench(lambda: a @ b, rep=100) * 1e-3) / 1e12
-
-
-def triton_third(coefficients, third):
-    """Our path with the third line through one implementation ("cublas": torch.addmm; "triton": ours)."""
-    def run(g):
-        x = g.bfloat16()
-        transposed = g.size(0) > g.size(1)
-        view = x.T if transposed else x
-        x = nst.scaled(view, view.norm().clamp(min=EPS))
-        x = nst.newton_schulz_symmetric(x, coefficients, third=third)
-        return x.T if transposed else x
-    return run
 
 
 def _label(cfg):
@@ -187,7 +193,7 @@ def scaled_inputs(mats):
 
 
 def config_checks(xs):
-    """Every configuration of ours alone on each of the three products, against cuBLAS (torch) on the same
+    """Every configuration of ours alone on each of the two symmetric products, against cuBLAS (torch) on the same
     operands: max |diff| and the fraction of bit-equal elements."""
     a_, b_, c_ = iteration_coefficients("keller", 1)[0]
     rows = {}
@@ -204,13 +210,10 @@ def config_checks(xs):
             continue
         gram_ref = x @ x.T
         upd_ref = torch.addmm(gram_ref, gram_ref, gram_ref, beta=b_, alpha=c_)
-        x_ref = torch.addmm(x, upd_ref, x, beta=a_)
         for cfg in nst._tuned.configs:
             check(f"{name} line1 {_label(cfg)}", lambda: nst.sym_product(x, config=cfg), gram_ref)
             check(f"{name} line2 {_label(cfg)}",
                   lambda: nst.sym_product(gram_ref, alpha=c_, beta=b_, d=gram_ref, config=cfg), upd_ref)
-        for cfg in nst._tuned_update.configs:
-            check(f"{name} line3 {_label(cfg)}", lambda: nst.update_product(upd_ref, x, a_, config=cfg), x_ref)
         torch.cuda.synchronize()
     return rows
 
@@ -280,18 +283,39 @@ def main():
         log_autotuning(at, name, tuning)
     results["autotuning"] = tuning
     keller, motif = iteration_coefficients("keller", 5), iteration_coefficients("motif", 5)
+    polar = list(POLAR_EXPRESS)
+
+    nst.CUDA_GRAPHS = True  # our variants replay their per-shape graphs, but triton_eager
+
+    def eager(fn):
+        def run(g):
+            nst.CUDA_GRAPHS = False
+            try:
+                return fn(g)
+            finally:
+                nst.CUDA_GRAPHS = True
+        return run
+
     variants = {
         "torch": lambda g: zeropower_via_newton_schulz(g, keller, backend="torch"),
         "triton": lambda g: zeropower_via_newton_schulz(g, keller, backend="triton"),
-        "triton_update": triton_third(keller, "triton"),
+        "triton_eager": eager(lambda g: zeropower_via_newton_schulz(g, keller, backend="triton")),
         "auto": lambda g: zeropower_via_newton_schulz(g, keller, backend="auto"),
+        "gram": lambda g: zeropower_via_newton_schulz(g, keller, backend="gram"),
+        "gram_all": lambda g: nst.newton_schulz_triton(g, keller, EPS, gram=True),
         "dion_lines": dion_lines(dion, keller),
         "torch_motif": lambda g: zeropower_via_newton_schulz(g, motif, backend="torch"),
         "triton_motif": lambda g: zeropower_via_newton_schulz(g, motif, backend="triton"),
+        "gram_motif": lambda g: zeropower_via_newton_schulz(g, motif, backend="gram"),
         "dion": lambda g: dion.newton_schulz_triton(g, epsilon=EPS),
     }
-    reference = {"triton": "torch", "triton_update": "torch", "auto": "torch",
-                 "dion_lines": "torch", "triton_motif": "torch_motif", "dion": "torch_motif"}
+    checked_only = {
+        "torch_polar": lambda g: zeropower_via_newton_schulz(g, polar, backend="torch"),
+        "triton_polar": lambda g: zeropower_via_newton_schulz(g, polar, backend="triton"),
+    }
+    reference = {"triton": "torch", "triton_eager": "torch", "auto": "torch", "gram": "torch",
+                 "gram_all": "torch", "dion_lines": "torch", "triton_motif": "torch_motif",
+                 "gram_motif": "torch_motif", "dion": "torch_motif", "triton_polar": "torch_polar"}
     gen = torch.Generator(device="cuda").manual_seed(0)
     mats = [torch.randn(s, device="cuda", generator=gen) for s in LAYER_SHAPES]
 
@@ -299,8 +323,12 @@ def main():
     t0 = time.time()
     checks = {}
     for name, shape, g in zip(NAMES, LAYER_SHAPES, mats):
-        outs = {v: fn(g) for v, fn in variants.items()}
+        outs = {v: fn(g) for v, fn in {**variants, **checked_only}.items()}
+        outs["triton_second_call"] = variants["triton"](g)  # replayed from the graph captured now
+        outs["gram_all_second_call"] = variants["gram_all"](g)
         checks[name] = {v: diff(outs[v], outs[ref]) for v, ref in reference.items()}
+        checks[name]["triton_graph_vs_eager"] = diff(outs["triton_second_call"], outs["triton_eager"])
+        checks[name]["gram_graph_vs_first_call"] = diff(outs["gram_all_second_call"], outs["gram_all"])
         # and the bf16 paths against a float32 iteration of the same coefficients (how far rounding takes each)
         x = g.float()
         t = x.shape[0] > x.shape[1]
@@ -311,8 +339,10 @@ def main():
             gram = x @ x.T
             x = a * x + (b * gram + c * gram @ gram) @ x
         x = x.T if t else x
-        for v in ("torch", "triton", "dion_lines"):
+        for v in ("torch", "triton", "gram_all", "dion_lines"):
             checks[name][f"{v}_vs_fp32"] = diff(outs[v], x)
+        sv = torch.linalg.svdvals(outs["triton_polar"].float())
+        checks[name]["polar_singular_values"] = {"min": sv.min().item(), "max": sv.max().item()}
         print(name, shape, json.dumps({k: {kk: round(vv, 6) for kk, vv in v.items()}
                                        for k, v in checks[name].items()}), flush=True)
         del outs
@@ -337,21 +367,29 @@ def main():
     layer = {v: (lambda fn=fn: [fn(g) for g in mats]) for v, fn in variants.items()}
     mm_before = matmul_rate()
     times = {v: [] for v in variants}
+    graph_times = {v: [] for v in variants}
     for order in (list(variants), list(variants)[::-1]):
         for v in order:
             times[v].append(bench(layer[v], rep=300))
+            try:
+                graph_times[v].append(bench_graph(layer[v], rep=200))
+            except Exception as e:  # recorded; the wall times stand
+                graph_times[v].append(f"{type(e).__name__}: {e}"[:200])
+            print(v, round(times[v][-1], 3), graph_times[v][-1], flush=True)
     mm_after = matmul_rate()
     flops = sum(newton_schulz_flops(*s, 5) for s in LAYER_SHAPES)
-    results.update(layer_ms=times, matmul_TFLOPs=[mm_before, mm_after], layer_ns_flops=flops)
+    results.update(layer_ms=times, layer_graph_replay_ms=graph_times, matmul_TFLOPs=[mm_before, mm_after],
+                   layer_ns_flops=flops)
     save()
     per_matrix = {v: {name: bench(lambda fn=fn, g=g: fn(g), rep=60) for name, g in zip(NAMES, mats)}
-                  for v, fn in variants.items() if v != "auto"}
+                  for v, fn in variants.items() if v in ("torch", "triton_eager", "triton", "gram_all", "dion_lines",
+                                                          "dion")}
     results["per_matrix_ms"] = per_matrix
     save()
 
     # one profiled layer of each of the three keller variants: GPU time by kernel
     prof_summary = {}
-    for v in ("torch", "triton", "dion_lines"):
+    for v in ("torch", "triton", "gram", "dion_lines"):
         layer[v]()
         torch.cuda.synchronize()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -371,13 +409,20 @@ def main():
         print(f"profile {v}: {p['total_ms']} ms GPU;", "; ".join(f"{k['kernel'][:36]} {k['ms']} ms x{k['calls']}"
                                                            for k in p["kernels"][:6]))
     print(f"\ndense bf16 8192^3 matmul: {mm_before:.0f} / {mm_after:.0f} TFLOP/s (before / after the layer timings)")
-    print("| variant | layer ms (run 1 / run 2) | TFLOP/s (NS FLOPs) | vs torch | vs dion_lines | vs dion |")
+    print("| variant | wall ms (run 1 / run 2) | graph replay ms (run 1 / run 2) | vs torch (wall / graph) | "
+          "vs dion_lines (wall / graph) | vs dion (wall / graph) |")
     print("|---|---|---|---|---|---|")
     med = {v: min(t) for v, t in times.items()}
+    gmed = {v: min([x for x in t if isinstance(x, float)], default=float("nan")) for v, t in graph_times.items()}
+
+    def fmt(t):
+        return " / ".join(f"{x:.2f}" if isinstance(x, float) else "failed" for x in t)
+
     for v, t in times.items():
         base_t = "torch" if "motif" not in v and v != "dion" else "torch_motif"
-        print(f"| {v} | {t[0]:.2f} / {t[1]:.2f} | {flops / (med[v] * 1e-3) / 1e12:.0f} | "
-              f"{med[base_t] / med[v]:.3f}x | {med['dion_lines'] / med[v]:.3f}x | {med['dion'] / med[v]:.3f}x |")
+        print(f"| {v} | {fmt(t)} | {fmt(graph_times[v])} | {med[base_t] / med[v]:.3f}x / "
+              f"{gmed[base_t] / gmed[v]:.3f}x | {med['dion_lines'] / med[v]:.3f}x / "
+              f"{gmed['dion_lines'] / gmed[v]:.3f}x | {med['dion'] / med[v]:.3f}x / {gmed['dion'] / gmed[v]:.3f}x |")
     print("\n| matrix | " + " | ".join(per_matrix) + " |")
     for name in NAMES:
         print(f"| {name} | " + " | ".join(f"{per_matrix[v][name]:.3f}" for v in per_matrix) + " |")

@@ -17,19 +17,20 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,power.draw,power
 for step in $STEPS; do
   echo "== $step $(date +%T)"
   case $step in
-    tests) timeout 280 python3 -m pytest -q -x -p no:cacheprovider "$REPO/tests/unit/test_newton_schulz_kernel.py" \
-             "$REPO/tests/unit/test_polynorm_kernels.py" 2>&1 | tail -4 ;;
+    tests) timeout ${TESTS_TIMEOUT:-300} python3 -m pytest -q -p no:cacheprovider \
+             "$REPO/tests/unit/test_newton_schulz_kernel.py" "$REPO/tests/unit/test_polynorm_kernels.py" \
+             "$REPO/tests/unit/test_muon_elementwise_kernels.py" > "$OUT/tests.log" 2>&1; tail -4 "$OUT/tests.log" ;;
     polynorm) timeout ${PN_TIMEOUT:-330} python3 "$REPO/benchmarks/polynorm.py" --rep-ms 40 \
                 --out "$OUT/polynorm_h200.json" > "$OUT/polynorm.log" 2>&1; tail -8 "$OUT/polynorm.log" ;;
-    ns) timeout ${NS_TIMEOUT:-280} python3 "$REPO/benchmarks/newton_schulz.py" \
+    ns) timeout ${NS_TIMEOUT:-420} python3 "$REPO/benchmarks/newton_schulz.py" \
           --dion "$REPO/.kwhl/dion_newton_schulz_triton.py" --dion-commit 0a059a4542e5aa74b40dcd1dce363836c7afcd48 \
           --out "$OUT/newton_schulz_h200.json" > "$OUT/ns.log" 2>&1; tail -${NS_TAIL:-40} "$OUT/ns.log" ;;
     sweep) timeout 120 python3 "$REPO/benchmarks/polynorm.py" --sweep --rep-ms 40 \
              --out "$OUT/polynorm_sweep_h200.json" > "$OUT/sweep.log" 2>&1; grep "best" "$OUT/sweep.log" ;;
-    muon) for be in auto torch; do
-            PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 150 torchrun --standalone --nproc_per_node=1 \
+    muon) for be in ${MUON_BACKENDS:-auto torch}; do
+            PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout ${MUON_TIMEOUT:-150} torchrun --standalone --nproc_per_node=1 \
               "$REPO/benchmarks/muon.py" --layers ${MUON_LAYERS:-20} --steps 3 --modes distributed \
-              parallel_pipelined_lpt --ns-backend $be --out "$OUT/muon_h200x1_$be.json" > "$OUT/muon_$be.log" 2>&1
+              parallel_pipelined_lpt --ns-backend $be --ns-cuda-graphs --out "$OUT/muon_h200x1_$be.json" > "$OUT/muon_$be.log" 2>&1
             grep -E "^(distributed|parallel|bitwise)" "$OUT/muon_$be.log"; grep -A5 '"single_gpu"' "$OUT/muon_$be.log"
           done ;;
     ncu) timeout 150 ncu --clock-control none --kernel-name regex:_poly_norm --launch-count 4 \

@@ -150,7 +150,7 @@ CASES: list[Case] = [
     Case("momentum_one", "optimizer.momentum = 1.0; allowed: 0 <= momentum < 1",
          toml={"optimizer": {"name": "Muon", "momentum": 1.0}}),
     Case("nesterov_str", "optimizer.nesterov = 'yes'; allowed: true or false", toml={"optimizer": {"nesterov": "yes"}}),
-    Case("ns_coefficients", "optimizer.ns_coefficients = 'kimi'; allowed: ['keller', 'motif']",
+    Case("ns_coefficients", "optimizer.ns_coefficients = 'kimi'; allowed: ['keller', 'motif', 'polar_express']",
          toml={"optimizer": {"name": "ParallelMuon", "ns_coefficients": "kimi"}}),
     Case("adjust_lr", "optimizer.adjust_lr = 'fast'; allowed: ['match_rms_adamw', 'original']",
          toml={"optimizer": {"adjust_lr": "fast"}}),

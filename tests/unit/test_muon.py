@@ -100,13 +100,16 @@ def test_stage_without_muon_matrices_saves_and_loads_through_dcp():
 
 def test_motif_coefficients_orthogonalize():
     g = torch.randn(32, 64, generator=torch.Generator().manual_seed(3))
-    for name in ("keller", "motif"):
+    for name in ("keller", "motif", "polar_express"):
         o = zeropower_via_newton_schulz(g, iteration_coefficients(name, 5)).float()
         singular = torch.linalg.svdvals(o)
         assert singular.min() > 0.5 and singular.max() < 1.5, (name, singular)
     assert iteration_coefficients("motif", 5)[0] == (4.0848, -6.8946, 2.9270)
     assert iteration_coefficients("keller", 5) == [(3.4445, -4.7750, 2.0315)] * 5
-    with pytest.raises(ValueError, match=r"optimizer.ns_coefficients = 'kimi'; allowed: \['keller', 'motif'\]"):
+    assert iteration_coefficients("polar_express", 6)[0][0] == 8.156554524902461
+    assert iteration_coefficients("polar_express", 6)[5] == iteration_coefficients("polar_express", 5)[4]
+    with pytest.raises(ValueError, match=r"optimizer.ns_coefficients = 'kimi'; allowed: \['keller', 'motif', "
+                                         r"'polar_express'\]"):
         iteration_coefficients("kimi", 5)
 
 

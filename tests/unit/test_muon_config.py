@@ -17,7 +17,7 @@ def _optimizer_config(*cli):
     (["--optimizer.name", "Lion"], "optimizer.name = 'Lion'; allowed: ['DistributedMuon', 'Muon', 'ParallelMuon', "
                                    "'AdamW', 'Adam']"),
     (["--optimizer.name", "ParallelMuon", "--optimizer.ns_coefficients", "kimi"],
-     "optimizer.ns_coefficients = 'kimi'; allowed: ['keller', 'motif']"),
+     "optimizer.ns_coefficients = 'kimi'; allowed: ['keller', 'motif', 'polar_express']"),
     (["--optimizer.name", "ParallelMuon", "--optimizer.assignment", "random"],
      "optimizer.assignment = 'random'; allowed: ['flops_round_robin', 'lpt', 'round_robin']"),
     (["--optimizer.name", "Muon", "--optimizer.chunk_size", "0"], "optimizer.chunk_size = 0; allowed: >= 1"),

@@ -9,6 +9,16 @@ from motif_titan.kernels.newton_schulz_triton import sym_product
 from motif_titan.optim.newton_schulz import iteration_coefficients, zeropower_via_newton_schulz
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+cuda_only = pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs need a GPU")
+
+
+@pytest.fixture(autouse=True)
+def _two_configs_on_cuda(monkeypatch):
+    """On a GPU the autotuners time two configurations, not all (compiling 12 per tiny test shape is slow); the
+    benchmark checks every configuration on the real shapes."""
+    if DEVICE == "cuda":
+        monkeypatch.setattr(nst._tuned, "configs", nst._configs([(128, 128, 64, 4, 3), (64, 128, 64, 4, 3)]))
+        monkeypatch.setattr(nst._tuned_update, "configs", nst._configs([(128, 128, 64, 4, 3), (64, 128, 64, 4, 3)]))
 
 
 def _rand(shape, seed, dtype=torch.float32):
@@ -121,3 +131,54 @@ def test_backend_choice():
         coeffs = iteration_coefficients("keller", 2)
         assert torch.equal(zeropower_via_newton_schulz(g, coeffs), zeropower_via_newton_schulz(g, coeffs,
                                                                                                backend="torch"))
+
+
+def test_sym_product_of_commuting_matrices_with_a_diagonal(monkeypatch):
+    # the Gram iteration's products: p @ other.T for two polynomials in the same symmetric matrix, + diag * I
+    monkeypatch.setattr(nst, "INTERPRET_CONFIG", dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16))
+    s = _rand((37, 37), seed=5) / 8
+    s = s + s.T
+    p, q = 1.5 * s + s @ s, -0.5 * s + 0.25 * s @ s @ s
+    out = sym_product(p, other=q, alpha=0.7, beta=-1.1, d=s, diag=2.5)
+    ref = 0.7 * p.double() @ q.double() - 1.1 * s.double() + 2.5 * torch.eye(37, dtype=torch.float64, device=DEVICE)
+    assert torch.equal(out, out.T)
+    err = (out.double() - ref).abs().max().item() / ref.abs().max().item()
+    assert err < 2e-5 if DEVICE == "cpu" else err < 5e-3
+
+
+@pytest.mark.parametrize("restarts", [(2,), ()], ids=["restart-after-2", "no-restart"])
+def test_gram_iteration_is_as_near_the_exact_iteration_as_the_plain_path(restarts):
+    g = _rand((24, 56), seed=9)
+    five = iteration_coefficients("keller", 5)
+    exact = _newton_schulz_float64(g, five)
+    x = nst.scaled(g.bfloat16(), g.bfloat16().norm())
+    got = nst.newton_schulz_gram(x, five, restarts=restarts)
+    plain = zeropower_via_newton_schulz(g, five, backend="torch")
+    assert got.shape == g.shape and got.dtype == torch.bfloat16
+    assert _rel(got, exact) < 0.05 and _rel(got, plain) < 0.05
+    # through the public entry point, transposed: the same values
+    assert torch.equal(nst.newton_schulz_triton(g.T, five, gram=True).T, nst.newton_schulz_triton(g, five, gram=True))
+
+
+@cuda_only
+@pytest.mark.parametrize("gram", [False, True], ids=["symmetric", "gram"])
+def test_cuda_graph_replay_equals_the_eager_path(monkeypatch, gram):
+    coeffs = iteration_coefficients("keller", 5)
+    inputs = [_rand((640, 256), seed=s) for s in range(4)]
+    monkeypatch.setattr(nst, "CUDA_GRAPHS", False)
+    eager = [nst.newton_schulz_triton(g, coeffs, gram=gram) for g in inputs]
+    monkeypatch.setattr(nst, "CUDA_GRAPHS", True)
+    nst.clear_cuda_graphs()
+    graphed = [nst.newton_schulz_triton(g, coeffs, gram=gram) for g in inputs]  # eager, capture, replays
+    assert len(nst._graphs) == 1 and not isinstance(next(iter(nst._graphs.values())), str)
+    for got, want in zip(graphed, eager):  # every result kept: none overwritten by a later replay
+        assert torch.equal(got, want)
+    # inside a caller's own capture the eager kernels are captured instead
+    static = inputs[0].clone()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = nst.newton_schulz_triton(static, coeffs, gram=gram)
+    static.copy_(inputs[1])
+    graph.replay()
+    assert torch.equal(out, eager[1])
+    nst.clear_cuda_graphs()
