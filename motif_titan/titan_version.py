@@ -25,6 +25,20 @@ TORCHTITAN_03: bool = _release(TORCHTITAN_VERSION) >= (0, 3)
 """True under TorchTitan 0.3.x (``Trainer.Config`` and ``ModelSpec``), False under 0.2.2 (TOML and TrainSpec)."""
 
 
+def _check_torch_for_titan03() -> None:
+    """TorchTitan 0.3.0 does not state its torch requirement, and fails to import under torch < 2.12 (it needs
+    ``torch.distributed.fsdp.DataParallelMeshDims``): say so before that import error."""
+    import torch
+
+    if _release(torch.__version__) < (2, 12):
+        raise ImportError(f"TorchTitan {TORCHTITAN_VERSION} needs torch >= 2.12 (installed: {torch.__version__}); "
+                          "with this torch install torchtitan==0.2.2 (pip install 'torchtitan==0.2.2')")
+
+
+if TORCHTITAN_03:
+    _check_torch_for_titan03()
+
+
 def load_hf_tokenizer(path: str):
     """TorchTitan's HuggingFaceTokenizer of the tokenizer folder ``path`` (0.3 builds it from a config)."""
     from torchtitan.components.tokenizer import HuggingFaceTokenizer

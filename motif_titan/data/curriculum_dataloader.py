@@ -38,6 +38,7 @@ from .curriculum import CurriculumConfig, CurriculumSchedule, DomainSpec, parse_
 from .document_sources import DomainDocuments, StreamedDocuments, open_domain
 from .mixer import ScheduledMixer
 from .packing import DocumentCursor, PackedDocumentStream, StreamCursor
+from .positions import DocumentPositionsLoader
 from .ramps import BatchClock, BatchSchedule, validate_ramps
 from .sft import SFTRowPacker, SimpleChatTemplate, TokenizerChatTemplate, conversation, sample_labels
 from .text_dataloader import build_text_dataloader
@@ -235,7 +236,7 @@ def _dataset_states(obj: Any) -> list[dict]:
     return []
 
 
-class CurriculumDataloader(ParallelAwareDataloader):
+class CurriculumDataloader(DocumentPositionsLoader, ParallelAwareDataloader):
     """TorchTitan's ParallelAwareDataloader over a CurriculumDataset (batches are made by the dataset), plus what
     the trainer and the metrics processor ask of it: micro-batches per step (the batch ramp) and metrics."""
 

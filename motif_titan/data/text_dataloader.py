@@ -31,6 +31,7 @@ from torchtitan.tools.logging import logger
 
 from motif_titan.titan_version import TORCHTITAN_03, load_hf_tokenizer
 
+from .positions import DocumentPositionsLoader
 from .token_shards import TokenShard, is_token_shard
 
 if TORCHTITAN_03:
@@ -320,6 +321,9 @@ def build_text_dataloader(
         f"dp rank {dp_rank} of {dp_world_size}"
     )
     dataloader_kwargs = {**asdict(training.dataloader), "batch_size": training.local_batch_size}
-    return ParallelAwareDataloader(
-        dataset, dp_rank=dp_rank, dp_world_size=dp_world_size, **dataloader_kwargs
-    )
+    return LocalTextDataloader(dataset, dp_rank=dp_rank, dp_world_size=dp_world_size, **dataloader_kwargs)
+
+
+class LocalTextDataloader(DocumentPositionsLoader, ParallelAwareDataloader):
+    """TorchTitan's ParallelAwareDataloader over a LocalTextDataset (per-document positions on request, see
+    motif_titan.data.positions)."""

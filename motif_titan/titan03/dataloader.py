@@ -59,6 +59,10 @@ class CurriculumDataLoader(BaseDataLoader):
         """The run's ``training.global_batch_size`` (the batch ramp's end); -1: local batch x DP ranks."""
         hf_assets_path: str = EMBEDDED
         """The tokenizer folder, for ``curriculum.chat_template = "tokenizer"``."""
+        document_positions: bool = True
+        """Pretraining batches carry per-document positions (0.3's convention: its trainer builds flex document
+        masks from them, see motif_titan.data.positions). motif2's configs set False: motif2 masks at EOS itself
+        and its RoPE then sees the positions 0.2.2 gives it."""
 
     def __new__(cls, config, *, dp_world_size: int, dp_rank: int, tokenizer, seq_len: int, local_batch_size: int,
                 snapshot_every_n_steps: int | None = None, **kwargs) -> ParallelAwareDataloader:
@@ -76,4 +80,7 @@ class CurriculumDataLoader(BaseDataLoader):
         )
         from motif_titan.data.curriculum_dataloader import build_curriculum_dataloader
 
-        return build_curriculum_dataloader(dp_world_size, dp_rank, tokenizer, job)
+        built = build_curriculum_dataloader(dp_world_size, dp_rank, tokenizer, job)
+        if config.document_positions and hasattr(built, "document_positions_eos"):
+            built.document_positions_eos = tokenizer.eos_id
+        return built

@@ -25,6 +25,10 @@ def check_parallelism(parallelism) -> None:
             f"parallelism.spmd_backend = {parallelism.spmd_backend!r}: motif2's tensor-parallel plan is torch's "
             f"parallelize_module on whole GDA groups, which 0.3 runs on its {SPMD_BACKEND!r} backend only; "
             f"allowed: {SPMD_BACKEND!r}")
+    if parallelism.pipeline_parallel_degree != 1:
+        raise NotImplementedError(
+            f"parallelism.pipeline_parallel_degree = {parallelism.pipeline_parallel_degree} on TorchTitan 0.3: "
+            "motif2's pipeline split is built and tested on TorchTitan 0.2.2 only; allowed on 0.3: 1")
     if parallelism.context_parallel_degree != 1:
         raise NotImplementedError(
             f"parallelism.context_parallel_degree = {parallelism.context_parallel_degree} on TorchTitan 0.3: "

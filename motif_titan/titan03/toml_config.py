@@ -65,8 +65,10 @@ def _field_names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")]
 
 
-def _fill(path: Path, section: str, values: dict, target, skip: tuple = ()) -> None:
-    allowed = [n for n in _field_names(type(target)) if n not in skip]
+def _fill(path: Path, section: str, values: dict, target, skip: tuple = (), also: tuple = ()) -> None:
+    """Set ``values`` (one section) on the 0.3 config object ``target``; ``also``: keys of the section read
+    elsewhere (named in the error)."""
+    allowed = [n for n in _field_names(type(target)) if n not in skip] + list(also)
     for key, value in values.items():
         if key in skip:
             continue
@@ -128,14 +130,15 @@ def trainer_config_from_toml(path: str | Path, overrides: dict | None = None) ->
     for key in curriculum:
         if key not in known_curriculum:
             _refuse(path, f"curriculum.{key}", f"unknown key; [curriculum] takes {sorted(known_curriculum)}")
-    dataloader = CurriculumDataLoader.Config(curriculum=CurriculumConfig(**curriculum), hf_assets_path=hf_assets)
+    dataloader = CurriculumDataLoader.Config(curriculum=CurriculumConfig(**curriculum), hf_assets_path=hf_assets,
+                                             document_positions=False)
     for key in TRAINING_TO_DATALOADER:
         if key in training_values:
             setattr(dataloader, key, training_values.pop(key))
     _fill(path, "training.dataloader", loader_values, dataloader,
-          skip=("dataset", "dataset_path", "curriculum", "global_batch_size", "hf_assets_path"))
+          skip=("dataset", "dataset_path", "curriculum", "global_batch_size", "hf_assets_path", "document_positions"))
     training = TrainingConfig()
-    _fill(path, "training", training_values, training)
+    _fill(path, "training", training_values, training, also=("dataloader", *TRAINING_TO_DATALOADER))
     dataloader.global_batch_size = training.global_batch_size
 
     config = MotifTrainer.Config(

@@ -58,6 +58,7 @@ import pytest
 
 from motif_titan.infra.checkpoint_integrity import MANIFEST_NAME, verify_step
 
+from helpers.goldens import FSDP2_PARALLEL_MUON_CLIP_LOSSES
 from helpers.launch import GDA_LAMBDA, QK_CLIP, grad_norms_of
 from helpers.launch import DEBUG_TOML, REPO, run_training
 
@@ -195,6 +196,11 @@ def test_layout_logs_the_reference_losses(matrix, row, optimizer):
     if row.startswith("pp"):
         assert run.built_stage_1
     _assert_tracks(run, matrix.run(REFERENCE[row], optimizer), optimizer, f"{row} / {optimizer}")
+
+
+def test_fsdp2_with_parallel_muon_and_muonclip_logs_the_pinned_losses(matrix):
+    """The dp-2 reference row logs the losses pinned in helpers.goldens, which TorchTitan 0.3 must log too."""
+    assert matrix.run("fsdp2", "parallel_muon_clip").losses == pytest.approx(FSDP2_PARALLEL_MUON_CLIP_LOSSES, abs=1e-5)
 
 
 @pytest.mark.parametrize("row", ROWS)

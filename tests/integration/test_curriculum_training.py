@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 
+from helpers.goldens import CURRICULUM_TWO_RANK_LOSSES
 from helpers.launch import REPO, mean_loss, run_training
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
@@ -29,6 +30,7 @@ def test_curriculum_run_on_two_ranks_resumes_exactly_mid_ramp(tmp_path):
     reference, log = run_training(tmp_path / "reference", 2, *TWO_RANKS, "--training.steps", "8", return_log=True,
                                   config_file=CURRICULUM_TOML)
     assert sorted(reference) == list(range(1, 9))
+    assert reference == CURRICULUM_TWO_RANK_LOSSES  # the same under TorchTitan 0.2.2 and 0.3
     assert mean_loss(reference, range(7, 9)) < mean_loss(reference, range(1, 3)) - 0.5, reference
     assert logged(log, "curriculum/step_tokens") == {s: t for s, t in zip(range(1, 9), [1024] * 3 + [2048] * 5)}
     assert logged(log, "curriculum/row_len") == {s: t for s, t in zip(range(1, 9), [64] * 6 + [128] * 2)}

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from torchtitan.config import ConfigManager
 
+from helpers.goldens import DEBUG_TOML_FIRST_STEPS
+
 
 
 
@@ -31,5 +33,6 @@ def test_two_launches_of_the_debug_config_log_the_same_losses(tmp_path):
         runs.append(dict(re.findall(r"step:\s+(\d+)\s+loss:\s+([0-9.]+)", log)))
     assert sorted(runs[0]) == ["1", "2", "3"], runs
     assert runs[0] == runs[1], runs
+    assert runs[0] == DEBUG_TOML_FIRST_STEPS  # and what TorchTitan 0.3 logs (tests/titan03)
 
 

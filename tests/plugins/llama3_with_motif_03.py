@@ -10,6 +10,8 @@ import tomllib
 from pathlib import Path
 
 from torchtitan.components.loss import CrossEntropyLoss
+from torchtitan.models.common.attention import FlexAttention, ScaledDotProductAttention
+from torchtitan.models.llama3 import model_registry
 from torchtitan.models.llama3.config_registry import llama3_debugmodel
 
 from motif_titan.data.curriculum import CurriculumConfig
@@ -28,12 +30,20 @@ def llama3_muon_curriculum() -> MotifTrainer.Config:
               if f.init and f.name not in ("metrics", "dataloader")}
     config = MotifTrainer.Config(**{**fields, "metrics": ComponentMetrics.Config(log_freq=1,
                                                                                  disable_color_printing=True)})
+    # flex attention has no CPU backward, and 0.3's llama3 offers no other backend that trains on a CPU: its flex
+    # attention nodes are swapped for TorchTitan's own SDPA module (causal, no masks) in the config tree
+    config.model_spec = model_registry("debugmodel")
+    for _, _, parent, attr in list(config.model_spec.model.traverse(FlexAttention.Config)):
+        if isinstance(attr, int):
+            parent[attr] = ScaledDotProductAttention.Config()
+        else:
+            setattr(parent, attr, ScaledDotProductAttention.Config())
     config.hf_assets_path = str(embedded_assets_dir() / "tokenizer")
     config.loss = CrossEntropyLoss.Config()
     config.optimizer = MuonOptimizers.Config(name="ParallelMuon", lr=0.02, chunk_size=8)
     config.dataloader = CurriculumDataLoader.Config(
         curriculum=CurriculumConfig(**{**curriculum, "batch_ramp_start_tokens": 1024, "batch_ramp_steps": [2, 4]}),
-        global_batch_size=16)
+        global_batch_size=16, document_positions=False)  # SDPA is causal over the whole row
     config.training.local_batch_size, config.training.seq_len, config.training.steps = 4, 128, 6
     config.training.global_batch_size = 16
     config.training.mixed_precision_param = "float32"

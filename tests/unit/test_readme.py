@@ -15,7 +15,7 @@ def readme_commands() -> list[str]:
 def test_readme_has_exactly_two_commands():
     main_job, tests = readme_commands()
     assert main_job.endswith("python -m motif_titan.train --job.config_file train_configs/motif2_debug.toml")
-    assert tests.endswith("python -m pytest -q")
+    assert tests.endswith("python -m pytest -q && bash scripts/test_titan03.sh")
     assert "\n" not in main_job and "\n" not in tests
 
 

@@ -223,3 +223,15 @@ def test_token_shard_folder_gives_the_same_batches_as_its_text(corpus_dir, token
         assert from_shard.dataset.state_dict() == from_text.dataset.state_dict()
 
 
+
+
+def test_document_positions_restart_after_every_eos():
+    """The positions TorchTitan 0.3's trainer reads document boundaries from (motif_titan.data.positions): 0 at a
+    row's start and right after each EOS, which stays in its document."""
+    import torch
+
+    from motif_titan.data.positions import document_positions
+
+    eos = 2
+    tokens = torch.tensor([[5, eos, 7, 8, eos, 9], [eos, eos, 4, 4, 4, 4]])
+    assert document_positions(tokens, eos).tolist() == [[0, 1, 0, 1, 2, 0], [0, 0, 0, 1, 2, 3]]

@@ -1,0 +1,134 @@
+"""TorchTitan 0.3: the runs the suite makes under 0.2.2, made under 0.3 from the same TOML files and launchers, with
+the losses 0.2.2 logs (``helpers.goldens``, pinned from 0.2.2 runs and asserted by the 0.2.2 suite too).
+
+The test command runs this folder in a second venv with ``torchtitan==0.3.0`` (``scripts/run_tests.sh``); under 0.2.2
+it is skipped. The two trainers reduce in the same order here (same model code, same loss normalization by the global
+count of valid labels, FSDP gradient sums), so the losses are compared digit for digit where one process trains and
+with the composition matrix's tolerances across layouts.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from motif_titan.titan_version import TORCHTITAN_03
+
+from helpers.goldens import DEBUG_TOML_FIRST_STEPS, FSDP2_PARALLEL_MUON_CLIP_LOSSES, README_MAIN_JOB_LOSSES
+from helpers.launch import DEBUG_TOML, REPO, STEP_LOSS, failure_report
+
+pytestmark = pytest.mark.skipif(not TORCHTITAN_03, reason="TorchTitan 0.3 runs (the 0.3 venv of the test command)")
+
+PLUGINS = REPO / "tests" / "plugins"
+# the llama3 run's batch ramp: 1024 -> 2048 tokens over steps 2..4 in micro-batches of 1024 (4 rows x 128 on each
+# of 2 ranks); step 3's 1536 rounds half up to 2 micro-batches
+LLAMA3_RAMP_TOKENS = {1: 1024, 2: 1024, 3: 2048, 4: 2048, 5: 2048, 6: 2048}
+CPU_ENTRY = PLUGINS / "cpu_shims"  # sitecustomize: the launcher's CPU shims for TorchTitan's own entry point
+
+
+def _run(cmd: list[str], cwd: Path, extra_path: tuple[Path, ...] = (), threads: int = 1) -> str:
+    """Run a launch; its log without colors."""
+    import os
+    import re
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join([*map(str, extra_path), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, failure_report(proc)
+    return re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
+
+
+def test_the_readme_main_job_logs_the_losses_of_0_2_2(tmp_path):
+    """The README's main job, as its command runs it (``python -m motif_titan.train --job.config_file
+    train_configs/motif2_debug.toml``: 100 steps, nothing overridden), logs 0.2.2's losses at every logged step."""
+    log = _run([sys.executable, "-m", "motif_titan.train", "--job.config_file", str(DEBUG_TOML)], tmp_path, threads=2)
+    assert dict(STEP_LOSS.findall(log)) == README_MAIN_JOB_LOSSES
+    assert "Done: 100 steps in " in log and "loss 8.07713 (step 1) -> 4.15432 (step 100)" in log
+    dump = tmp_path / "outputs" / "motif2_debug"
+    assert all((dump / name).exists() for name in ("tb", "train.log", "job_config.json", "model_args.json"))
+
+
+def test_torchtitans_own_entry_point_trains_motif2_from_its_config_function(tmp_path):
+    """``torchrun -m torchtitan.train --module motif_titan --config motif2_debug`` (TorchTitan 0.3's own entry point
+    and config manager; on this CPU-only machine with the launcher's CPU shims in a sitecustomize) trains the debug
+    TOML's run: the first steps' losses are 0.2.2's."""
+    log = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m",
+                "torchtitan.train", "--module", "motif_titan", "--config", "motif2_debug", "--training.steps", "3",
+                "--metrics.log_freq", "1", "--metrics.disable_color_printing", "--dump_folder", str(tmp_path / "run")],
+               tmp_path, extra_path=(CPU_ENTRY,))
+    assert dict(STEP_LOSS.findall(log)) == DEBUG_TOML_FIRST_STEPS
+
+
+def test_the_curriculum_example_on_two_ranks_logs_0_2_2s_losses_and_resumes_exactly(tmp_path):
+    """The curriculum example (train_configs/motif2_debug_curriculum.toml) on 2 ranks with both ramps, stopped and
+    resumed mid-ramp: the 0.2.2 test itself (tests/integration/test_curriculum_training.py), whose reference run must
+    log ``CURRICULUM_TWO_RANK_LOSSES`` under either version. The resumed run's last step folder describes its
+    model (``model_args.json``) and exports to an HF folder as a 0.2.2 one does."""
+    import json
+
+    from integration.test_curriculum_training import test_curriculum_run_on_two_ranks_resumes_exactly_mid_ramp
+
+    test_curriculum_run_on_two_ranks_resumes_exactly_mid_ramp(tmp_path)
+    step = tmp_path / "resumed" / "checkpoint" / "step-8"
+    assert json.loads((step / "model_args.json").read_text())["dim"] == 256
+    _run([sys.executable, "-m", "motif_titan.export", "--checkpoint", str(step), "--out", str(tmp_path / "hf"),
+          "--hf-assets", "embedded"], tmp_path)
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"], config["num_noise_heads"]) == (256, 4, 2)
+
+
+def test_tp2_x_fsdp2_with_parallel_muon_and_muonclip_tracks_fsdp2(tmp_path_factory, seed_checkpoint):
+    """The composition matrix's TP 2 x FSDP 2 row with ParallelMuon + MuonClip (motif2's GDA tensor-parallel plan and
+    the Muon container on 0.3's trainer) against its FSDP 2 reference, with the matrix's tolerances; the reference
+    logs 0.2.2's losses."""
+    from integration.test_composition_matrix import Matrix, _assert_tracks
+
+    matrix = Matrix(tmp_path_factory.mktemp("matrix03"), seed_checkpoint)
+    reference = matrix.run("fsdp2", "parallel_muon_clip")
+    assert reference.losses == pytest.approx(FSDP2_PARALLEL_MUON_CLIP_LOSSES, abs=1e-5)
+    _assert_tracks(matrix.run("tp2_x_fsdp2", "parallel_muon_clip"), reference, "parallel_muon_clip",
+                   "tp2_x_fsdp2 / parallel_muon_clip")
+
+
+def test_torchtitan_03s_llama3_trains_with_parallel_muon_and_the_curriculum_dataloader(tmp_path):
+    """Another 0.3 project's config (tests/plugins/llama3_with_motif_03.py: 0.3's llama3 debug run with
+    ``MuonOptimizers`` and ``CurriculumDataLoader`` set in its Trainer.Config), through TorchTitan's own entry point
+    on FSDP 2: ParallelMuon logs the losses of DistributedMuon (the other exchange of the same update; both are
+    checked against torch.optim.Muon on FSDP placements by tests/integration/test_muon_ranks.py), the loss falls,
+    and the batch ramp's step sizes are the curriculum's."""
+    import re
+
+    def launch(name: str, optimizer: str) -> str:
+        return _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                     "-m", "torchtitan.train", "--module", "llama3_with_motif_03", "--config",
+                     "llama3_muon_curriculum", "--dump_folder", str(tmp_path / name), "--optimizer.name", optimizer,
+                     "--parallelism.data_parallel_shard_degree", "2"], tmp_path, extra_path=(CPU_ENTRY, PLUGINS))
+
+    parallel = launch("parallel", "ParallelMuon")
+    distributed = launch("distributed", "DistributedMuon")
+    losses = {int(s): float(v) for s, v in STEP_LOSS.findall(parallel)}
+    reference = {int(s): float(v) for s, v in STEP_LOSS.findall(distributed)}
+    assert sorted(losses) == sorted(reference) == list(range(1, 7))
+    for step, loss in reference.items():
+        assert losses[step] == pytest.approx(loss, abs=1e-3 if step <= 2 else 5e-3), (step, losses, reference)
+    assert losses[6] < losses[1] - 0.5, losses
+    tokens = {int(s): int(float(t)) for s, t in re.findall(r"step (\d+): .*curriculum/step_tokens ([0-9.e+]+)",
+                                                          parallel)}
+    assert tokens == LLAMA3_RAMP_TOKENS, tokens
+
+
+def test_a_toml_key_0_3_has_no_place_for_is_refused_naming_the_file_and_key(tmp_path):
+    from motif_titan.titan03.toml_config import TomlConfigError, trainer_config_from_toml
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DEBUG_TOML.read_text().replace("[training]\n", "[training]\nwarmup = 3\n", 1))
+    with pytest.raises(TomlConfigError, match=rf"^{bad}: \[training\] warmup \(training.warmup\): unknown key; "
+                                              r"\[training\] takes \['dataloader', 'dataset', 'dataset_path', 'disable_cuda_graphs', "):
+        trainer_config_from_toml(bad)
+    fp8 = tmp_path / "fp8.toml"
+    fp8.write_text(DEBUG_TOML.read_text().replace('name = "motif2"', 'name = "motif2"\nconverters = ["x"]', 1))
+    with pytest.raises(TomlConfigError, match=r"\[model\] converters \(model.converters\): not supported on "
+                                              r"TorchTitan 0.3: TorchTitan 0.3's float8 converter"):
+        trainer_config_from_toml(fp8)
+
