@@ -2,7 +2,7 @@
 
 motif_titan works with TorchTitan 0.2.2 and 0.3.x. Its model, kernels, optimizer math and scheduling, data,
 upscaler, export and eval are the same code under both. The integration is per version: 0.2.2's TrainSpec,
-TOML JobConfig and trainer (``motif_titan/__init__.py``, ``train.py``, ``trainer.py``, ``validate.py``,
+TOML JobConfig and trainer (``train_spec.py``, ``train.py``, ``trainer.py``, ``validate.py``,
 ``job_config.py``, ``infra/parallelize.py``, ``optim/builder.py``), and 0.3's ModelSpec, config functions and
 configurable components (``motif_titan.titan03``).
 """

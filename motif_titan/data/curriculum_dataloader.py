@@ -309,6 +309,15 @@ def _check_model_masks(job_config, plan: CurriculumPlan) -> None:
     check_sft_masks(model_args, job_config.model.name, job_config.model.flavor)
 
 
+def check_seq_len_ramp_fits_pipeline(config: CurriculumConfig, pp_degree: int) -> None:
+    if config.seq_len_ramp_start and pp_degree > 1:
+        raise ValueError(
+            f"curriculum.seq_len_ramp_start = {config.seq_len_ramp_start} with "
+            f"parallelism.pipeline_parallel_degree = {pp_degree}: pipeline stages infer their activation shapes "
+            f"once, at the first step, and a new row length then fails in the first backward; allowed with "
+            f"pipeline parallelism: curriculum.seq_len_ramp_start = 0 (off)")
+
+
 def check_sft_masks(model_args, name: str, flavor: str) -> None:
     """A model that says how it masks attention (``attn_mask_type``) must block it at EOS for packed SFT rows."""
     mask_type = getattr(model_args, "attn_mask_type", None)
@@ -335,13 +344,7 @@ def build_curriculum_dataloader(dp_world_size: int, dp_rank: int, tokenizer: Bas
             f"give the model per-sample positions, and TorchTitan 0.2.2's context parallelism neither shards them "
             f"nor lets them through (it passes its own 0..seq_len-1 positions); allowed with curriculum.mode "
             f"'sft': context_parallel_degree = 1")
-    pp_degree = job_config.parallelism.pipeline_parallel_degree
-    if config.seq_len_ramp_start and pp_degree > 1:
-        raise ValueError(
-            f"curriculum.seq_len_ramp_start = {config.seq_len_ramp_start} with "
-            f"parallelism.pipeline_parallel_degree = {pp_degree}: pipeline stages infer their activation shapes "
-            f"once, at the first step, and a new row length then fails in the first backward; allowed with "
-            f"pipeline parallelism: curriculum.seq_len_ramp_start = 0 (off)")
+    check_seq_len_ramp_fits_pipeline(config, job_config.parallelism.pipeline_parallel_degree)
     if tokenizer is None or tokenizer.eos_id is None or tokenizer.bos_id is None:
         raise ValueError("the curriculum dataloader needs a tokenizer with BOS and EOS ids (model.hf_assets_path)")
     chat_template = None

@@ -18,27 +18,17 @@ stays in BF16, as torchao's own auto filter does for "rowwise" (it has none for 
 thing importing this module does.
 """
 
-from torch import nn
 from torchtitan.components.quantization.float8 import Float8LinearConverter
 from torchtitan.protocols.model_converter import register_model_converter
 
-FLOAT8_CONVERTER = "quantize.linear.float8"
-FLOAT8_AUTO_FILTER_CONVERTER = "quantize.linear.float8_auto_filter"
-FLOAT8_CONVERTERS = (FLOAT8_CONVERTER, FLOAT8_AUTO_FILTER_CONVERTER)  # the converters motif2 takes
-ROWWISE_RECIPES = ("rowwise_with_gw_hp", "rowwise")
-
-
-def large_enough_for_rowwise_fp8(linear: nn.Linear) -> bool:
-    """torchao's H100 row-wise thresholds (float8 README, "rowwise scaling" table): below them FP8 is slower."""
-    n, k = linear.weight.shape
-    return not (n <= 2048 or k <= 1024 or (n <= 4096 and k <= 2048))
-
-
-def check_auto_filter_recipe(recipe: str | None) -> None:
-    """The auto filter's thresholds are torchao's row-wise ones: other recipes are refused."""
-    if recipe not in ROWWISE_RECIPES:
-        raise ValueError(f"quantize.linear.float8.recipe_name = {recipe!r}; allowed with "
-                         f"{FLOAT8_AUTO_FILTER_CONVERTER!r}: {list(ROWWISE_RECIPES)}")
+from .float8_rules import (  # noqa: F401  (the rules' names, where the 0.2.2 converter's users look for them)
+    FLOAT8_AUTO_FILTER_CONVERTER,
+    FLOAT8_CONVERTER,
+    FLOAT8_CONVERTERS,
+    ROWWISE_RECIPES,
+    check_auto_filter_recipe,
+    large_enough_for_rowwise_fp8,
+)
 
 
 class Float8AutoFilterConverter(Float8LinearConverter):

@@ -15,7 +15,7 @@ from torchtitan.tools import utils as tt_utils
 from motif_titan.model.args import Motif2ModelArgs
 from motif_titan.config_checks import ConfigError, expect, is_int
 
-from .float8 import FLOAT8_AUTO_FILTER_CONVERTER, FLOAT8_CONVERTERS, check_auto_filter_recipe
+from .float8_rules import check_motif2_converters
 
 DEGREES = ("data_parallel_replicate_degree", "data_parallel_shard_degree", "context_parallel_degree",
            "tensor_parallel_degree", "pipeline_parallel_degree")
@@ -155,24 +155,11 @@ def check_data_parallel(job_config: JobConfig, world_size: int | None) -> None:
 
 
 def check_converters(model_args: Motif2ModelArgs, job_config: JobConfig) -> None:
-    """Only FP8 linears (``motif_titan.infra.float8``'s converters), with a recipe the auto filter has thresholds
-    for; a tied output head stays in BF16 (its matrix is the embedding)."""
-    converters = list(job_config.model.converters)
-    unsupported = [c for c in converters if c not in FLOAT8_CONVERTERS]
-    if unsupported:
-        raise NotImplementedError(
-            f"model.converters = {converters}: motif2 does not support {unsupported}; allowed: any of "
-            f"{list(FLOAT8_CONVERTERS)} (FP8 linears), or []"
-        )
-    if converters and model_args.enable_weight_tying:
-        filters = list(job_config.quantize.linear.float8.filter_fqns)
-        if not any(f in "output" for f in filters if f):
-            raise ValueError(
-                f"quantize.linear.float8.filter_fqns = {filters}: motif2 flavor '{job_config.model.flavor}' ties "
-                f"the output head to the embedding, which must stay in BF16; add 'output'"
-            )
-    if FLOAT8_AUTO_FILTER_CONVERTER in converters:
-        check_auto_filter_recipe(job_config.quantize.linear.float8.recipe_name)
+    """``motif_titan.infra.float8_rules.check_motif2_converters`` on the job's ``[model]`` and
+    ``[quantize.linear.float8]``."""
+    float8 = job_config.quantize.linear.float8
+    check_motif2_converters(list(job_config.model.converters), list(float8.filter_fqns), float8.recipe_name,
+                            model_args.enable_weight_tying, job_config.model.flavor)
 
 
 def check_initial_load(model_args: Motif2ModelArgs, job_config: JobConfig) -> None:

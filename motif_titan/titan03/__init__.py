@@ -18,14 +18,18 @@ from .parallelize import parallelize_motif2
 MODEL_NAME = "motif2"
 
 
-def model_registry(flavor: str) -> ModelSpec:
+def model_registry(flavor: str, converters: list | None = None) -> ModelSpec:
     """motif2's ModelSpec for ``flavor`` (a name of ``motif_titan.model.motif2_args`` or ``"from_checkpoint"``);
-    an unknown name is refused naming ``model.flavor`` and the choices."""
+    an unknown name is refused naming ``model.flavor`` and the choices. ``converters``: 0.3 config converters
+    (``motif_titan.titan03.float8.Motif2Float8.Config`` for FP8 linears), applied in order as 0.3's models do."""
     args = copy.deepcopy(motif2_args[flavor])  # the flavor table stays untouched by the job's settings
+    model = Motif2Titan03.Config(flavor=flavor, args=args)
+    for converter in converters or ():
+        model = converter.build().convert(model)
     return ModelSpec(
         name=MODEL_NAME,
         flavor=flavor,
-        model=Motif2Titan03.Config(flavor=flavor, args=args),
+        model=model,
         parallelize_fn=parallelize_motif2,
         pipelining_fn=pipeline_llm,
         post_optimizer_build_fn=attach_max_logits,  # MuonClip's recorder on the built layout

@@ -32,6 +32,8 @@ class Motif2Titan03(Motif2Model, BaseModel):
         args: Motif2ModelArgs = field(default_factory=lambda: motif2_args["debugmodel"])
         gda_value_path: str | None = None
         """``[model] gda_value_path`` of the TOML: unset keeps the flavor's."""
+        float8: object = None
+        """FP8 settings (``motif_titan.titan03.float8.Motif2Float8.Config``), set by that converter."""
 
         def update_from_config(self, *, config, **kwargs) -> None:
             """The job's sequence length, GDA value path and context parallelism, checked and taken as on 0.2.2
@@ -48,6 +50,10 @@ class Motif2Titan03(Motif2Model, BaseModel):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config.args)
+        if config.float8 is not None:
+            from .float8 import convert_to_float8
+
+            convert_to_float8(self, config.float8)
 
     def verify_module_protocol(self) -> None:
         """Nothing to verify: the tree is torch modules by design (see the class docstring)."""

@@ -22,6 +22,7 @@ from torchtitan.tools.profiler import Profiler
 
 from motif_titan.data.curriculum import CurriculumConfig
 from motif_titan.data.text_dataloader import hf_assets_dir
+from motif_titan.infra.nonfinite_guard import GuardConfig
 from motif_titan.optim.settings import MUON_NAMES, TORCHTITAN_NAMES
 
 from . import MODEL_NAME, model_registry
@@ -43,13 +44,9 @@ PLAIN_SECTIONS = {
 }
 TRAINING_TO_DATALOADER = ("dataset", "dataset_path")
 NOT_ON_03 = {
-    ("model", "converters"): "TorchTitan 0.3's float8 converter rewrites Linear.Config nodes, which motif2's torch "
-                             "modules do not have; FP8 runs on TorchTitan 0.2.2",
-    ("quantize", None): "see model.converters",
-    ("guard", None): "the non-finite guard runs in motif_titan's 0.2.2 trainer",
     ("validation", None): "validation runs on TorchTitan 0.2.2",
-    ("float8", None): "see model.converters",
 }
+FLOAT8_KEYS = ("recipe_name", "filter_fqns", "emulate")
 ACCEPTED_AS_IS = {("job", "description"), ("job", "print_config")}
 
 
@@ -74,7 +71,16 @@ def _fill(path: Path, section: str, values: dict, target, skip: tuple = (), also
             continue
         if key not in allowed:
             _refuse(path, f"{section}.{key}", f"unknown key; [{section}] takes {sorted(allowed)} under TorchTitan 0.3")
+        if isinstance(getattr(target, key, None), list) and not isinstance(value, list):
+            value = [value]  # one value given on the command line for a list field
         setattr(target, key, value)
+
+
+def _build(path: Path, section: str, values: dict, cls):
+    """``cls(**values)`` for a plain dataclass section (its own checks run), unknown keys refused first."""
+    defaults = cls()
+    _fill(path, section, values, defaults)  # refuses unknown keys, takes one command-line value for a list
+    return cls(**{key: getattr(defaults, key) for key in values})
 
 
 def read_toml(path: str | Path) -> dict:
@@ -117,21 +123,19 @@ def trainer_config_from_toml(path: str | Path, overrides: dict | None = None) ->
         _refuse(path, "model.name", f"{name!r}; allowed: {MODEL_NAME!r} (other models: their own 0.3 config "
                                     "functions, with motif_titan's components)")
     for key in model:
-        if key not in ("name", "flavor", "hf_assets_path", "gda_value_path"):
-            _refuse(path, f"model.{key}", "unknown key; [model] takes name, flavor, hf_assets_path, gda_value_path")
-    spec = model_registry(model.get("flavor", "debugmodel"))
+        if key not in ("name", "flavor", "hf_assets_path", "gda_value_path", "converters"):
+            _refuse(path, f"model.{key}", "unknown key; [model] takes name, flavor, hf_assets_path, gda_value_path, "
+                                          "converters")
+    flavor = model.get("flavor", "debugmodel")
+    spec = model_registry(flavor, converters=_converters(path, model.get("converters", []), doc.pop("quantize", {}),
+                                                          flavor))
     spec.model.gda_value_path = model.get("gda_value_path")
     hf_assets = model.get("hf_assets_path", "embedded")
 
     training_values = doc.pop("training", {})
     loader_values = dict(training_values.pop("dataloader", {}) or {})
-    curriculum = doc.pop("curriculum", {})
-    known_curriculum = _field_names(CurriculumConfig)
-    for key in curriculum:
-        if key not in known_curriculum:
-            _refuse(path, f"curriculum.{key}", f"unknown key; [curriculum] takes {sorted(known_curriculum)}")
-    dataloader = CurriculumDataLoader.Config(curriculum=CurriculumConfig(**curriculum), hf_assets_path=hf_assets,
-                                             document_positions=False)
+    curriculum = _build(path, "curriculum", doc.pop("curriculum", {}), CurriculumConfig)
+    dataloader = CurriculumDataLoader.Config(curriculum=curriculum, hf_assets_path=hf_assets, document_positions=False)
     for key in TRAINING_TO_DATALOADER:
         if key in training_values:
             setattr(dataloader, key, training_values.pop(key))
@@ -159,11 +163,7 @@ def trainer_config_from_toml(path: str | Path, overrides: dict | None = None) ->
         debug=DebugConfig(),
         profiler=Profiler.Config(),
     )
-    checkpoint = doc.get("checkpoint", {})
-    if checkpoint.get("async_mode", "disabled") != "disabled":
-        _refuse(path, "checkpoint.async_mode", f"{checkpoint['async_mode']!r}; TorchTitan 0.3 saves synchronously, "
-                                               "allowed: 'disabled'")
-    checkpoint.pop("async_mode", None)
+    config.guard = _build(path, "guard", doc.pop("guard", {}), GuardConfig)
     for section, cls in PLAIN_SECTIONS.items():
         target = getattr(config, "profiler" if section == "profiling" else section)
         _fill(path, section, doc.pop(section, {}), target)
@@ -171,9 +171,43 @@ def trainer_config_from_toml(path: str | Path, overrides: dict | None = None) ->
         _refuse(path, f"{section}.{next(iter(doc[section]), '')}",
                 f"unknown section [{section}]; sections: job, experimental, model, training, optimizer, "
                 f"lr_scheduler, parallelism, checkpoint, activation_checkpoint, compile, metrics, comm, debug, "
-                f"profiling, curriculum")
+                f"profiling, curriculum, guard, quantize")
     MotifTrainer.Config.__post_init__(config)  # the trainer config's own checks, on the final values
     return config
+
+
+def _flat(table: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"linear": {"float8": {"emulate": True}}}`` and ``{"linear.float8.emulate": True}`` alike as dotted keys."""
+    flat = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _converters(path: Path, names: list[str], quantize: dict, flavor: str) -> list:
+    """``[model] converters`` and ``[quantize.linear.float8]`` as 0.3 config converters (FP8 linears only, checked
+    by 0.2.2's rules)."""
+    from motif_titan.infra.float8_rules import FLOAT8_AUTO_FILTER_CONVERTER, check_motif2_converters
+    from motif_titan.model import motif2_args
+
+    from .float8 import Motif2Float8
+
+    settings = {}
+    for key, value in _flat(quantize).items():
+        name = key.removeprefix("linear.float8.")
+        if name == key or name not in FLOAT8_KEYS:
+            _refuse(path, f"quantize.{key}", f"unknown key; [quantize.linear.float8] takes {list(FLOAT8_KEYS)} "
+                                             "under TorchTitan 0.3")
+        settings[name] = [value] if name == "filter_fqns" and isinstance(value, str) else value
+    names = [names] if isinstance(names, str) else list(names)
+    tied = flavor in motif2_args and motif2_args[flavor].enable_weight_tying
+    check_motif2_converters(names, list(settings.get("filter_fqns", [])), settings.get("recipe_name"), tied, flavor)
+    if not names:
+        return []
+    return [Motif2Float8.Config(**settings, auto_filter=FLOAT8_AUTO_FILTER_CONVERTER in names)]
 
 
 def _optimizer(path: Path, values: dict[str, Any]):

@@ -1,17 +1,15 @@
 """TorchTitan 0.3's Trainer, plus what motif_titan's components need of the training loop (as
 ``motif_titan.trainer.CurriculumTrainer`` does on 0.2.2):
 
-* Batch-size ramp: before each step, ``gradient_accumulation_steps`` is the curriculum dataloader's
-  ``micro_batches_per_step(step)``; 0.3's ``train_step`` then draws that many micro-batches and divides the summed
-  loss by their global count of valid labels.
+* Batch-size ramp, dataloader metrics, the non-finite guard (``guard``), the console's progress lines and summary:
+  ``motif_titan.loop.ComponentLoop`` (shared with 0.2.2's trainer).
 * Flex attention masks: 0.3 builds masks only for its own ``Decoder`` models; a model with
   ``get_attention_masks`` (motif2's flex flavors) gets its causal / document masks here, from the batch and the
   tokenizer's EOS.
 * Metrics: the processor (``ComponentMetrics``) logs the optimizer's and the dataloader's metrics with the step's.
 * Checks 0.2.2's job rules make that 0.3's config has no place for: packed SFT rows need a model that blocks
   attention at EOS; a sequence-length ramp cannot run under pipeline parallelism.
-* Console: the progress line, ``train.log``, ``job_config.json`` / ``model_args.json`` and the end-of-run summary
-  (``motif_titan.console.RunReport``).
+* Console: ``train.log``, ``job_config.json`` / ``model_args.json`` (``motif_titan.console.RunReport``).
 * Step folders of a motif2 run carry ``model_args.json`` (what the export and ``from_checkpoint`` read).
 """
 
@@ -25,7 +23,9 @@ from torchtitan.tools.logging import logger
 from torchtitan.trainer import Trainer
 
 from motif_titan.console import RunReport
-from motif_titan.data.curriculum_dataloader import check_sft_masks
+from motif_titan.infra.nonfinite_guard import GuardConfig
+from motif_titan.loop import ComponentLoop
+from motif_titan.data.curriculum_dataloader import check_seq_len_ramp_fits_pipeline, check_sft_masks
 from motif_titan.metrics import ComponentMetricsProcessor
 from motif_titan.model import Motif2ModelArgs
 from motif_titan.model.hf_config import write_model_args
@@ -39,10 +39,14 @@ class ComponentMetrics(ComponentMetricsProcessor):
         pass
 
 
-class MotifTrainer(Trainer):
+class MotifTrainer(ComponentLoop, Trainer):
+    """0.3's Trainer with what motif_titan's components need of the loop (see the module docstring)."""
+
     @dataclass(kw_only=True, slots=True)
     class Config(Trainer.Config):
         metrics: MetricsProcessor.Config = field(default_factory=ComponentMetrics.Config)
+        guard: GuardConfig = field(default_factory=GuardConfig)
+        """``[guard]``: what a step with a non-finite loss or gradient norm does (motif_titan.infra.nonfinite_guard)."""
 
         def __post_init__(self):
             Trainer.Config.__post_init__(self)
@@ -52,10 +56,7 @@ class MotifTrainer(Trainer):
         # the console's progress lines, train.log, job_config.json and model_args.json, and the summary, as on 0.2.2
         self.report = RunReport(_report_view(config), logger)
         super().__init__(config)
-        self._micro_batches_per_step = getattr(self.dataloader, "micro_batches_per_step", None)
-        if self._micro_batches_per_step is not None:
-            self.dataloader.trainer_drives_batch_ramp = True
-        self.metrics_processor.dataloader = self.dataloader
+        self.wire_components(config.guard)
         args = getattr(self.model_config, "args", None)
         self.model_args = args
         self.metrics_processor.n_gda_layers = args.n_layers if hasattr(args, "n_noise_heads") else 0
@@ -63,18 +64,6 @@ class MotifTrainer(Trainer):
         if isinstance(args, Motif2ModelArgs) and getattr(self.checkpointer, "enable", False):
             self.checkpointer.dcp_save = _describing_step_folders(self.checkpointer.dcp_save, args)
         self.report.trainer_built(self)
-
-    def train(self):
-        self.report.train_started()
-        super().train()
-        self.report.summary(self)
-
-    def train_step(self, data_iterator):
-        if self._micro_batches_per_step is not None:
-            self.gradient_accumulation_steps = self._micro_batches_per_step(self.step)
-        result = super().train_step(data_iterator)
-        self.report.after_step(self.step, self.metrics_processor.should_log(self.step))
-        return result
 
     def post_dataloading_process(self, input_dict, labels):
         inputs, labels, extra_kwargs = super().post_dataloading_process(input_dict, labels)
@@ -105,16 +94,12 @@ def _describing_step_folders(dcp_save, args):
 
 
 def check_curriculum_fits(config) -> None:
+    """The curriculum's rules that involve the rest of the 0.3 config (0.2.2 checks them in the dataloader builder,
+    which sees the whole JobConfig)."""
     curriculum = getattr(config.dataloader, "curriculum", None)
     if curriculum is None or not curriculum.domains:
         return
-    pp = config.parallelism.pipeline_parallel_degree
-    if curriculum.seq_len_ramp_start and pp > 1:
-        raise ValueError(
-            f"curriculum.seq_len_ramp_start = {curriculum.seq_len_ramp_start} with "
-            f"parallelism.pipeline_parallel_degree = {pp}: pipeline stages infer their activation shapes once, at "
-            f"the first step, and a new row length then fails in the first backward; allowed with pipeline "
-            f"parallelism: curriculum.seq_len_ramp_start = 0 (off)")
+    check_seq_len_ramp_fits_pipeline(curriculum, config.parallelism.pipeline_parallel_degree)
     spec = config.model_spec
     if curriculum.mode == "sft" and spec is not None:
         check_sft_masks(getattr(spec.model, "args", spec.model), spec.name, spec.flavor)

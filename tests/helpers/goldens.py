@@ -19,3 +19,6 @@ CURRICULUM_TWO_RANK_LOSSES = {1: "8.07388", 2: "7.62580", 3: "7.55245", 4: "7.45
 
 # the composition matrix's FSDP 2 row with ParallelMuon + MuonClip from the seed checkpoint (4 steps)
 FSDP2_PARALLEL_MUON_CLIP_LOSSES = {1: 8.16124, 2: 7.44725, 3: 6.64477, 4: 6.40126}
+
+# the emulated FP8 run of tests/integration/test_float8_training.py (6 steps)
+FP8_EMULATED_LOSSES = {1: "8.05383", 2: "7.51347", 3: "7.08183", 4: "7.04357", 5: "6.82761", 6: "6.97894"}

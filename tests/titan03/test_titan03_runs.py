@@ -119,6 +119,8 @@ def test_torchtitan_03s_llama3_trains_with_parallel_muon_and_the_curriculum_data
 
 
 def test_a_toml_key_0_3_has_no_place_for_is_refused_naming_the_file_and_key(tmp_path):
+    import re
+
     from motif_titan.titan03.toml_config import TomlConfigError, trainer_config_from_toml
 
     bad = tmp_path / "bad.toml"
@@ -128,7 +130,81 @@ def test_a_toml_key_0_3_has_no_place_for_is_refused_naming_the_file_and_key(tmp_
         trainer_config_from_toml(bad)
     fp8 = tmp_path / "fp8.toml"
     fp8.write_text(DEBUG_TOML.read_text().replace('name = "motif2"', 'name = "motif2"\nconverters = ["x"]', 1))
-    with pytest.raises(TomlConfigError, match=r"\[model\] converters \(model.converters\): not supported on "
-                                              r"TorchTitan 0.3: TorchTitan 0.3's float8 converter"):
+    with pytest.raises(NotImplementedError, match=re.escape(
+            "model.converters = ['x']: motif2 does not support ['x']; allowed: any of ['quantize.linear.float8', "
+            "'quantize.linear.float8_auto_filter'] (FP8 linears), or []")):
         trainer_config_from_toml(fp8)
 
+
+
+def test_fp8_emulated_training_run_through_0_3s_config_converter(tmp_path):
+    """The 0.2.2 FP8 run (tests/integration/test_float8_training.py: ``[model] converters`` and
+    ``[quantize.linear.float8]`` on the command line, torchao's emulation on the CPU) under 0.3, where the converter
+    is ``Motif2Float8`` on motif2's config; its losses are 0.2.2's."""
+    from integration.test_float8_training import test_fp8_emulated_training_run_on_cpu
+
+    test_fp8_emulated_training_run_on_cpu(tmp_path)
+
+
+def test_every_stage_config_function_builds_its_model_with_the_0_2_2_fp8_layout():
+    """Each config function (one per TOML of train_configs/) gives a Trainer.Config whose model builds on the meta
+    device; the stage configs' FP8 converter (auto filter, row-wise recipe, head in BF16) swaps what 0.2.2's does
+    (tests/unit/test_float8.py): in the 12.7B, wq, wo, w1, w2 and w3 of every layer, keeping wk, wv (2048 x 4096,
+    below torchao's row-wise thresholds) and the head in high precision; in the 2.6B (width 2048) only w1 and w3
+    (8192 x 2048), its other linears having 2048 outputs."""
+    import dataclasses
+
+    import torch
+    from torchao.float8.float8_linear import Float8Linear
+
+    import motif_titan.config_registry as registry
+
+    for name in registry.CONFIG_FILES:
+        config = getattr(registry, name.replace(".", "_"))()
+        model_config = config.model_spec.model
+        if model_config.float8 is not None:
+            model_config.float8 = dataclasses.replace(model_config.float8, emulate=True)  # no FP8 GPU here
+        model_config.update_from_config(config=config)
+        with torch.device("meta"):
+            model = model_config.build()
+        converted = sorted({fqn.rsplit(".", 1)[-1] for fqn, m in model.named_modules() if isinstance(m, Float8Linear)})
+        count = sum(isinstance(m, Float8Linear) for m in model.modules())
+        if name.startswith("motif2_debug"):
+            assert model_config.float8 is None and count == 0, name
+        else:
+            expected = ["w1", "w3"] if name == "motif2_2.6B_pretrain" else ["w1", "w2", "w3", "wo", "wq"]
+            assert converted == expected, (name, converted)
+            assert count == len(expected) * model_config.args.n_layers, (name, count)
+
+
+def test_from_checkpoint_takes_the_shapes_of_the_step_folder_it_loads(tmp_path):
+    """``flavor = "from_checkpoint"`` under 0.3: the model config takes the shapes of
+    ``checkpoint.initial_load_path``'s ``model_args.json`` when the trainer hands it the job."""
+    from types import SimpleNamespace
+
+    from motif_titan.model import Motif2ModelArgs
+    from motif_titan.model.hf_config import write_model_args
+    from motif_titan.titan03 import model_registry
+
+    shapes = Motif2ModelArgs(dim=128, n_layers=3, n_heads=10, n_kv_heads=4, n_noise_heads=2, head_dim=16,
+                             ffn_hidden_dim=256, vocab_size=2048, max_seq_len=512, rope_theta=10_000.0)
+    write_model_args(tmp_path, shapes)
+    model_config = model_registry("from_checkpoint").model
+    job = SimpleNamespace(training=SimpleNamespace(seq_len=256), parallelism=SimpleNamespace(context_parallel_degree=1),
+                          checkpoint=SimpleNamespace(initial_load_path=str(tmp_path), initial_load_in_hf=False),
+                          hf_assets_path="embedded")
+    model_config.update_from_config(config=job)
+    args = model_config.args
+    assert (args.dim, args.n_layers, args.head_dim, args.max_seq_len, args.rope_theta) == (128, 3, 16, 512, 10_000.0)
+    job.training.seq_len = 1024
+    with pytest.raises(ValueError, match=r"training.seq_len = 1024 exceeds the max_seq_len 512 of motif2 flavor "
+                                         r"'from_checkpoint'"):
+        model_registry("from_checkpoint").model.update_from_config(config=job)
+
+
+def test_the_nonfinite_guard_skips_and_stops_under_0_3(tmp_path):
+    """``[guard]`` under 0.3: the 0.2.2 test (tests/integration/test_nonfinite_guard.py) of skipped steps whose
+    weights and optimizer state stay unchanged exactly, and the stop after too many in a row."""
+    from integration.test_nonfinite_guard import test_skip_drops_the_update_counts_and_stops_after_too_many
+
+    test_skip_drops_the_update_counts_and_stops_after_too_many(tmp_path)
