@@ -44,7 +44,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 NOISE = {
     "embedded_assets": (re.compile(r"^HF assets path embedded does not exist!$"),
                         '"embedded" names the tokenizer packaged in motif_titan/assets, not a folder'),
-    "embedded_index": (re.compile(r"^model\.safetensors\.index\.json not found at hf_assets_path: embedded/"),
+    "embedded_index": (re.compile(r"^model\.safetensors\.index\.json not found at hf_assets_path: "
+                                  r"(embedded|\S*motif_titan/assets/tokenizer)/"),
                        "the packaged tokenizer has no HF weights index, and needs none"),
     "gc_timing": (re.compile(r"^\[GC\] .* took 0\.\d+ seconds$"),
                   "a garbage collection pass under a second is not worth a line"),
@@ -57,7 +58,14 @@ CPU_NOISE = {
     "lspci": (re.compile(r"^Error running lspci: "), "TorchTitan looks for an NVIDIA GPU with lspci"),
     "peak_flops": (re.compile(r"^Peak flops undefined for: CPU"),
                    "TorchTitan knows no CPU peak FLOPS and falls back to an A100's; MFU is dropped on CPU"),
+    "cuda_graphs": (re.compile(r"^CUDA graph capture is only supported on NVIDIA CUDA; using eager execution\.$"),
+                    "TorchTitan 0.3 asks for CUDA graphs by default; there are none to capture on a CPU"),
 }
+# torchao's own logger, at import: its CUDA extensions do not load on a CPU-only machine, which nothing here uses
+TORCHAO_CPU_NOISE = re.compile(r"^Failed to load \S+/torchao/_C\S*\.so: ")
+# torch's pytree logger, when torchao (imported by TorchTitan 0.3 at start-up) registers its enums as constants:
+# a deprecation notice to torchao's authors, not to the user
+PYTREE_ENUM_NOTICE = re.compile(r"^<enum '\w+'> is an Enum subclass and is now natively supported by torch\.compile")
 VERSION_NOTE = " (0.0.0 means __version__ is not defined correctly)."
 CPU_MFU_LINE = re.compile(r"^Peak FLOPS used for computing MFU: ")
 CPU_MFU_EXPLAINED = ("MFU is not shown on CPU (TorchTitan has no CPU peak FLOPS); tflops is the measured rate")
@@ -198,6 +206,9 @@ def install(on_cpu: bool) -> ConsoleFilter | None:
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
     _installed = ConsoleFilter(rank, world_size, on_cpu, requested)
     logging.getLogger().addFilter(_installed)
+    if on_cpu:
+        logging.getLogger("torchao").addFilter(lambda record: not TORCHAO_CPU_NOISE.match(record.getMessage()))
+    logging.getLogger("torch.utils._pytree").addFilter(lambda record: not PYTREE_ENUM_NOTICE.match(record.getMessage()))
     return _installed
 
 

@@ -157,16 +157,20 @@ def trainer_config_from_toml(path: str | Path, overrides: dict | None = None) ->
         parallelism=ParallelismConfig(spmd_backend=SPMD_BACKEND),
         metrics=ComponentMetrics.Config(),
         lr_scheduler=LRSchedulersContainer.Config(),
-        checkpoint=CheckpointManager.Config(),
+        # 0.3 warns at construction when initial_load_model_only (default True) has no path to apply to
+        checkpoint=CheckpointManager.Config(initial_load_model_only=False),
         compile=CompileConfig(),
         comm=CommConfig(),
         debug=DebugConfig(),
         profiler=Profiler.Config(),
     )
     config.guard = _build(path, "guard", doc.pop("guard", {}), GuardConfig)
+    checkpoint = doc.get("checkpoint", {})
     for section, cls in PLAIN_SECTIONS.items():
         target = getattr(config, "profiler" if section == "profiling" else section)
         _fill(path, section, doc.pop(section, {}), target)
+    if config.checkpoint.initial_load_path and "initial_load_model_only" not in checkpoint:
+        config.checkpoint.initial_load_model_only = True  # TorchTitan's default, under both versions
     for section in doc:
         _refuse(path, f"{section}.{next(iter(doc[section]), '')}",
                 f"unknown section [{section}]; sections: job, experimental, model, training, optimizer, "
