@@ -98,7 +98,9 @@ def _check_cp_forward(rank: int, world: int, tp: int) -> list[str]:
     return failures
 
 
-@pytest.mark.parametrize("world,tp", [(2, 1), (4, 2)], ids=["cp2", "cp2_x_tp2"])
+# CP 2 x TP 2 only: the CP plan is applied the same way with and without TP, and each layout compiles flex afresh
+# in its own processes (CP 2 alone cost 79 s of CI's time limit for no path that CP 2 x TP 2 does not run)
+@pytest.mark.parametrize("world,tp", [(4, 2)], ids=["cp2_x_tp2"])
 def test_cp_flex_forward_gives_the_single_rank_logits(tmp_path, world, tp):
     run_on_gloo_ranks(tmp_path, world, _check_cp_forward, tp, timeout_s=300)
 

@@ -1,7 +1,7 @@
 """Every TOML in train_configs/ parses with TorchTitan's ConfigManager, passes motif_titan's validation (its keys,
 TorchTitan's fields, model flavor against the job, Muon, FP8 converter, curriculum and ramps at the GPU count it is
 sized for) and builds its model on the meta device; the 12.7B stages chain, each starting from the previous stage's
-final checkpoint; two launches of the debug config log the same losses."""
+final checkpoint; a launch of the debug config logs the losses pinned from earlier launches."""
 
 import dataclasses
 from pathlib import Path
