@@ -6,7 +6,6 @@ components 0.3's trainer builds from its config (``Muon`` optimizers, the curric
 
 import copy
 
-from torchtitan.distributed.pipeline_parallel import pipeline_llm
 from torchtitan.protocols.model_spec import ModelSpec
 
 from motif_titan.model import FROM_CHECKPOINT, Motif2StateDictAdapter, motif2_args
@@ -31,7 +30,9 @@ def model_registry(flavor: str, converters: list | None = None) -> ModelSpec:
         flavor=flavor,
         model=model,
         parallelize_fn=parallelize_motif2,
-        pipelining_fn=pipeline_llm,
+        # 0.3's pipeline_llm sizes stages from model_config.layers and names the head lm_head; motif2 has neither,
+        # and pipeline parallelism under 0.3 is refused by name (motif_titan.titan03.parallelize.check_parallelism)
+        pipelining_fn=None,
         post_optimizer_build_fn=attach_max_logits,  # MuonClip's recorder on the built layout
         state_dict_adapter=Motif2StateDictAdapter,
     )

@@ -58,6 +58,14 @@ class MuonOptimizers(MuonContainerLogic, OptimizersContainer):
         self.config = config
         self.build_muon(model_parts, muon_kwargs(config), list(config.adamw_param_patterns))
 
+    def step(self, *args, **kwargs) -> None:
+        if self.config.qk_clip_threshold > 0 and self.max_logits is None:
+            raise RuntimeError(
+                f"optimizer.qk_clip_threshold = {self.config.qk_clip_threshold}, but MuonClip's max-logit recorder was "
+                "never attached: the ModelSpec's post_optimizer_build_fn must call "
+                "motif_titan.titan03.optimizer.attach_max_logits (motif2's spec does)")
+        super().step(*args, **kwargs)
+
     def attach_max_logits(self, parallel_dims) -> None:
         """Start MuonClip: record each head's max logit on the job's layout (a no-op with qk_clip_threshold 0)."""
         if self.config.qk_clip_threshold > 0:

@@ -23,12 +23,15 @@ from torchtitan.tools.logging import logger
 from torchtitan.trainer import Trainer
 
 from motif_titan.console import RunReport
+from motif_titan.data.curriculum_dataloader import check_seq_len_ramp_fits_pipeline, check_sft_masks
 from motif_titan.infra.nonfinite_guard import GuardConfig
 from motif_titan.loop import ComponentLoop
-from motif_titan.data.curriculum_dataloader import check_seq_len_ramp_fits_pipeline, check_sft_masks
 from motif_titan.metrics import ComponentMetricsProcessor
 from motif_titan.model import Motif2ModelArgs
 from motif_titan.model.hf_config import write_model_args
+
+from . import MODEL_NAME
+from .parallelize import check_parallelism
 
 
 class ComponentMetrics(ComponentMetricsProcessor):
@@ -49,6 +52,8 @@ class MotifTrainer(ComponentLoop, Trainer):
         """``[guard]``: what a step with a non-finite loss or gradient norm does (motif_titan.infra.nonfinite_guard)."""
 
         def __post_init__(self):
+            if self.model_spec is not None and self.model_spec.name == MODEL_NAME:
+                check_parallelism(self.parallelism)  # before anything is built (0.3 pipelines before parallelizing)
             Trainer.Config.__post_init__(self)
             check_curriculum_fits(self)
 

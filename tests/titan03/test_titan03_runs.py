@@ -136,6 +136,10 @@ def test_a_toml_key_0_3_has_no_place_for_is_refused_naming_the_file_and_key(tmp_
             "model.converters = ['x']: motif2 does not support ['x']; allowed: any of ['quantize.linear.float8', "
             "'quantize.linear.float8_auto_filter'] (FP8 linears), or []")):
         trainer_config_from_toml(fp8)
+    with pytest.raises(NotImplementedError, match=re.escape(
+            "parallelism.pipeline_parallel_degree = 2 on TorchTitan 0.3: motif2's pipeline split is built and tested "
+            "on TorchTitan 0.2.2 only; allowed on 0.3: 1")):
+        trainer_config_from_toml(DEBUG_TOML, {"parallelism.pipeline_parallel_degree": 2})
 
 
 
