@@ -73,8 +73,13 @@ def gda_lambda_metrics(model_parts, n_layers: int) -> dict[str, float]:
             "gda/lambda_max_layer": int(lam.abs().argmax()), "gda/lambda_past_limit": int(table[1].sum())}
 
 
+def gda_layer_count(model_args) -> int:
+    """The layers whose GDA lambda the processor reports: all of a GDA model's (motif2's args), none otherwise."""
+    return model_args.n_layers if hasattr(model_args, "n_noise_heads") else 0
+
+
 def build_metrics_processor(job_config, parallel_dims, model_args=None, tag: str | None = None) -> MetricsProcessor:
     """The TrainSpec's ``build_metrics_processor_fn``."""
     processor = ComponentMetricsProcessor(job_config, parallel_dims, tag)
-    processor.n_gda_layers = model_args.n_layers if hasattr(model_args, "n_noise_heads") else 0
+    processor.n_gda_layers = gda_layer_count(model_args)
     return processor

@@ -57,16 +57,11 @@ def hf_assets_dir(configured: str) -> Path:
 def build_tokenizer(job_config) -> HuggingFaceTokenizer:
     """TorchTitan's ``build_hf_tokenizer``, with ``model.hf_assets_path = "embedded"`` resolving
     to the packaged tokenizer directory."""
-    return tokenizer_from_assets(job_config.model.hf_assets_path, "model.hf_assets_path")
-
-
-def tokenizer_from_assets(configured: str | None, field: str) -> HuggingFaceTokenizer:
-    """The HF tokenizer of an ``hf_assets_path``-like value (``"embedded"``: the packaged one); a missing folder is
-    refused naming ``field``."""
+    configured = job_config.model.hf_assets_path
     path = None if configured is None else hf_assets_dir(configured)
     if path is None or not path.exists():
         raise FileNotFoundError(
-            f"{field}={configured!r}: tokenizer directory {str(path)!r} does not exist "
+            f"model.hf_assets_path={configured!r}: tokenizer directory {str(path)!r} does not exist "
             f"(use {EMBEDDED!r} for the packaged tokenizer)"
         )
     return load_hf_tokenizer(str(path))

@@ -31,17 +31,10 @@ from .optimizer import MuonOptimizers
 from .parallelize import SPMD_BACKEND
 from .trainer import ComponentMetrics, MotifTrainer
 
-# section -> the 0.3 config class its keys are fields of (None: handled key by key below)
-PLAIN_SECTIONS = {
-    "metrics": ComponentMetrics.Config,
-    "lr_scheduler": LRSchedulersContainer.Config,
-    "parallelism": ParallelismConfig,
-    "checkpoint": CheckpointManager.Config,
-    "compile": CompileConfig,
-    "comm": CommConfig,
-    "debug": DebugConfig,
-    "profiling": Profiler.Config,
-}
+# section -> the field of Trainer.Config its keys are fields of
+PLAIN_SECTIONS = {"metrics": "metrics", "lr_scheduler": "lr_scheduler", "parallelism": "parallelism",
+                  "checkpoint": "checkpoint", "compile": "compile", "comm": "comm", "debug": "debug",
+                  "profiling": "profiler"}
 TRAINING_TO_DATALOADER = ("dataset", "dataset_path")
 NOT_ON_03 = {
     ("validation", None): "validation runs on TorchTitan 0.2.2",
@@ -166,9 +159,8 @@ def trainer_config_from_toml(path: str | Path, overrides: dict | None = None) ->
     )
     config.guard = _build(path, "guard", doc.pop("guard", {}), GuardConfig)
     checkpoint = doc.get("checkpoint", {})
-    for section, cls in PLAIN_SECTIONS.items():
-        target = getattr(config, "profiler" if section == "profiling" else section)
-        _fill(path, section, doc.pop(section, {}), target)
+    for section, attribute in PLAIN_SECTIONS.items():
+        _fill(path, section, doc.pop(section, {}), getattr(config, attribute))
     if config.checkpoint.initial_load_path and "initial_load_model_only" not in checkpoint:
         config.checkpoint.initial_load_model_only = True  # TorchTitan's default, under both versions
     for section in doc:

@@ -26,7 +26,7 @@ from motif_titan.console import RunReport
 from motif_titan.data.curriculum_dataloader import check_seq_len_ramp_fits_pipeline, check_sft_masks
 from motif_titan.infra.nonfinite_guard import GuardConfig
 from motif_titan.loop import ComponentLoop
-from motif_titan.metrics import ComponentMetricsProcessor
+from motif_titan.metrics import ComponentMetricsProcessor, gda_layer_count
 from motif_titan.model import Motif2ModelArgs
 from motif_titan.model.hf_config import write_model_args
 
@@ -64,7 +64,7 @@ class MotifTrainer(ComponentLoop, Trainer):
         self.wire_components(config.guard)
         args = getattr(self.model_config, "args", None)
         self.model_args = args
-        self.metrics_processor.n_gda_layers = args.n_layers if hasattr(args, "n_noise_heads") else 0
+        self.metrics_processor.n_gda_layers = gda_layer_count(args)
         self._builds_masks = getattr(args, "attn_type", None) == "flex"
         if isinstance(args, Motif2ModelArgs) and getattr(self.checkpointer, "enable", False):
             self.checkpointer.dcp_save = _describing_step_folders(self.checkpointer.dcp_save, args)
