@@ -245,6 +245,9 @@ class CurriculumDataloader(DocumentPositionsLoader, ParallelAwareDataloader):
         self.plan = dataset.plan
         self.trainer_drives_batch_ramp = False
         """Set by motif_titan.trainer.CurriculumTrainer, which draws micro_batches_per_step(step) per step."""
+        self.pipeline_micro_batches = 1
+        """Slices each micro-batch is handed out in, in order (TorchTitan 0.3's pipeline micro-batches, drawn one
+        by one: motif_titan.titan03.dataloader); the dataset's clock still counts whole micro-batches."""
 
     def _tokens_before_step(self, step: int) -> int:
         """Global tokens of steps 1 .. step - 1 (cached: metrics ask for increasing steps)."""
@@ -265,7 +268,9 @@ class CurriculumDataloader(DocumentPositionsLoader, ParallelAwareDataloader):
                 "curriculum.batch_ramp_start_tokens > 0 needs a trainer that draws micro_batches_per_step(step) "
                 "micro-batches each step: run motif_titan.trainer.CurriculumTrainer (python -m motif_titan.train), "
                 "or set curriculum.batch_ramp_start_tokens = 0")
-        return super().__iter__()
+        if self.pipeline_micro_batches == 1:
+            return super().__iter__()
+        return _slices(super().__iter__(), self.pipeline_micro_batches)
 
     def metrics(self, step: int) -> dict[str, float]:
         """Schedule weights at ``step`` and this DP rank's tokens per domain so far (what the loader produced,
@@ -292,6 +297,16 @@ class CurriculumDataloader(DocumentPositionsLoader, ParallelAwareDataloader):
             metrics["curriculum/step_tokens"] = float(self.plan.batches.step_tokens(step))
             metrics["curriculum/row_len"] = float(self.plan.batches.row_len(step))
         return metrics
+
+
+def _slices(batches, parts: int):
+    """Each ``(inputs, labels)`` batch as ``parts`` consecutive row slices (the rows split evenly: under pipeline
+    parallelism a step's rows stay fixed, as a sequence-length ramp is refused there)."""
+    for inputs, labels in batches:
+        rows = labels.shape[0] // parts
+        for i in range(parts):
+            part = slice(i * rows, (i + 1) * rows)
+            yield {key: value[part] for key, value in inputs.items()}, labels[part]
 
 
 def _check_model_masks(job_config, plan: CurriculumPlan) -> None:

@@ -1,6 +1,8 @@
 """Checkpoint integrity: a manifest beside every saved step, verified before a step is loaded.
 
-``IntegrityCheckpointManager`` is TorchTitan's ``CheckpointManager`` plus three things:
+``IntegrityCheckpointing`` adds these to TorchTitan's DCP ``CheckpointManager`` of either version
+(``IntegrityCheckpointManager`` below under 0.2.2, ``motif_titan.titan03.checkpoint.IntegrityCheckpointManager``
+under 0.3):
 
 * **Manifest on save.** After a step folder (``<dump>/<checkpoint.folder>/step-N``) is completely written, rank 0
   writes ``motif_manifest.json`` into it: every file of the folder (``.metadata``, ``__R_I.distcp``, or the
@@ -264,33 +266,29 @@ def _log_on_rank0(log, message: str) -> None:
         log(message)
 
 
-class IntegrityCheckpointManager(CheckpointManager):
-    """TorchTitan's CheckpointManager with manifests, verified loads, continuable model-only last saves, step
-    folders that describe their model and HF last saves that are complete HF folders."""
+class IntegrityCheckpointing:
+    """What this module adds to TorchTitan's DCP CheckpointManager, for either TorchTitan version (mixed in ahead
+    of it: ``IntegrityCheckpointManager`` below on 0.2.2, ``motif_titan.titan03.checkpoint`` on 0.3, whose DCP
+    manager has the same save and load methods): manifests, verified loads, continuable model-only last saves,
+    step folders that describe their model and HF last saves that are complete HF folders. The subclass routes
+    its version's load entry point through ``_integrity_load``."""
 
     model_args = None  # the run's Motif2ModelArgs (None: another model; no description, TorchTitan's HF save)
     hf_assets_path: str | None = None
 
-    @classmethod
-    def replacing(cls, old: CheckpointManager, trainer) -> "IntegrityCheckpointManager":
-        """The manager a TorchTitan Trainer built in its __init__ (before loading anything), rebuilt as this class
-        with the same states and config; the old one is closed."""
-        old.close()
-        job_config = trainer.job_config
-        manager = cls(dataloader=trainer.dataloader, model_parts=trainer.model_parts, optimizers=trainer.optimizers,
-                      lr_schedulers=trainer.lr_schedulers, states={TRAIN_STATE: trainer},
-                      checkpoint_config=job_config.checkpoint, sd_adapter=getattr(old, "sd_adapter", None),
-                      base_folder=job_config.job.dump_folder)
+    def describe(self, model_args, hf_assets_path: str | None) -> None:
+        """Give step folders ``model_args.json`` and HF last saves their side files, when the run is motif2's."""
         from motif_titan.model.args import Motif2ModelArgs
 
-        if isinstance(getattr(trainer, "model_args", None), Motif2ModelArgs):
-            manager.model_args, manager.hf_assets_path = trainer.model_args, job_config.model.hf_assets_path
-        return manager
+        if isinstance(model_args, Motif2ModelArgs):
+            self.model_args, self.hf_assets_path = model_args, hf_assets_path
 
     # ---- save ----
 
     def _wants_manifest(self, checkpoint_id: str) -> bool:
-        return not (self.enable_ft_dataloader_checkpoints and checkpoint_id.startswith(self._ft_folder()))
+        # 0.2.2's fault-tolerance dataloader checkpoints get none (0.3 has no such checkpoints)
+        return not (getattr(self, "enable_ft_dataloader_checkpoints", False)
+                    and checkpoint_id.startswith(self._ft_folder()))
 
     def dcp_save(self, state_dict, checkpoint_id, async_mode, enable_garbage_collection=False, to_hf=False):
         # an HF save describes its model in config.json, as an export does
@@ -455,22 +453,22 @@ class IntegrityCheckpointManager(CheckpointManager):
             raise RuntimeError(f"checkpoint.initial_load_path {path} is damaged or incomplete: "
                                + "; ".join(problems))
 
-    @torch.no_grad()
-    def load(self, step: int = -1) -> bool:
+    def _integrity_load(self, step: int, torchtitan_load) -> bool:
+        """TorchTitan's load (``torchtitan_load``) of the newest intact step, or of ``step`` once verified."""
         if not self.enable:
-            return super().load(step)
+            return torchtitan_load(step)
         if not os.path.exists(self.folder):
             if self.initial_load_path:
                 self._verified_initial_load_path()
-            return super().load(step)
+            return torchtitan_load(step)
         step = self._newest_intact_step() if step == -1 else self._verified_explicit_step(step)
         if step == -1:
-            return super().load(-1)  # no step folder: TorchTitan starts from scratch (or initial_load_path)
+            return torchtitan_load(-1)  # no step folder: TorchTitan starts from scratch (or initial_load_path)
         step_dir = self._create_checkpoint_id(step)
         if step > 0 and TRAIN_STATE not in self.exclude_from_loading and os.path.isdir(step_dir) \
                 and _is_model_only(step_dir):
             return self._load_model_only_step(step, step_dir)
-        return super().load(step)
+        return torchtitan_load(step)
 
     def _load_model_only_step(self, step: int, step_dir: str) -> bool:
         begin = time.monotonic()
@@ -497,4 +495,26 @@ class IntegrityCheckpointManager(CheckpointManager):
             raise RuntimeError(f"Loading checkpoint {checkpoint_id} failed: {type(e).__name__}: {e}") from e
 
 
-__all__ = ["IntegrityCheckpointManager", "MANIFEST_NAME", "verify_step", "write_manifest"]
+class IntegrityCheckpointManager(IntegrityCheckpointing, CheckpointManager):
+    """TorchTitan 0.2.2's CheckpointManager with ``IntegrityCheckpointing``; ``motif_titan.trainer`` puts it in
+    place of the one TorchTitan's Trainer builds (``replacing``)."""
+
+    @classmethod
+    def replacing(cls, old: CheckpointManager, trainer) -> "IntegrityCheckpointManager":
+        """The manager a TorchTitan Trainer built in its __init__ (before loading anything), rebuilt as this class
+        with the same states and config; the old one is closed."""
+        old.close()
+        job_config = trainer.job_config
+        manager = cls(dataloader=trainer.dataloader, model_parts=trainer.model_parts, optimizers=trainer.optimizers,
+                      lr_schedulers=trainer.lr_schedulers, states={TRAIN_STATE: trainer},
+                      checkpoint_config=job_config.checkpoint, sd_adapter=getattr(old, "sd_adapter", None),
+                      base_folder=job_config.job.dump_folder)
+        manager.describe(getattr(trainer, "model_args", None), job_config.model.hf_assets_path)
+        return manager
+
+    @torch.no_grad()
+    def load(self, step: int = -1) -> bool:
+        return self._integrity_load(step, super().load)
+
+
+__all__ = ["IntegrityCheckpointManager", "IntegrityCheckpointing", "MANIFEST_NAME", "verify_step", "write_manifest"]

@@ -6,16 +6,21 @@ the job (``Motif2ModelArgs.update_from_config``), before TorchTitan builds anyth
 TorchTitan's ``pipeline_llm`` and the converters trust what passed.
 """
 
+from __future__ import annotations
+
 import math
 import os
+from typing import TYPE_CHECKING
 
-from torchtitan.config import JobConfig
 from torchtitan.tools import utils as tt_utils
 
 from motif_titan.model.args import Motif2ModelArgs
 from motif_titan.config_checks import ConfigError, expect, is_int
 
 from .float8_rules import check_motif2_converters
+
+if TYPE_CHECKING:  # 0.2.2's; under 0.3 the rules below read a view of its Trainer.Config with the same fields
+    from torchtitan.config import JobConfig
 
 DEGREES = ("data_parallel_replicate_degree", "data_parallel_shard_degree", "context_parallel_degree",
            "tensor_parallel_degree", "pipeline_parallel_degree")
@@ -26,7 +31,8 @@ def check_parallel_degrees(parallelism, world_size: int | None) -> int:
     """Types and ranges of the parallel degrees, and their product against the world size; the data-parallel
     degree (replicate x shard, with shard -1 resolved)."""
     p = parallelism
-    for name in DEGREES + ("expert_parallel_degree", "expert_tensor_parallel_degree"):
+    experts = tuple(n for n in ("expert_parallel_degree", "expert_tensor_parallel_degree") if hasattr(p, n))  # 0.3: ep
+    for name in DEGREES + experts:
         special = name == "data_parallel_shard_degree"
         expect(f"parallelism.{name}", getattr(p, name), is_int,
                "-1 (the ranks left over) or an integer >= 1" if special else ">= 1",

@@ -12,7 +12,7 @@ from motif_titan.model import FROM_CHECKPOINT, Motif2StateDictAdapter, motif2_ar
 
 from .model import Motif2Titan03
 from .optimizer import attach_max_logits
-from .parallelize import parallelize_motif2
+from .parallelize import parallelize_motif2, pipeline_motif2
 
 MODEL_NAME = "motif2"
 
@@ -30,12 +30,11 @@ def model_registry(flavor: str, converters: list | None = None) -> ModelSpec:
         flavor=flavor,
         model=model,
         parallelize_fn=parallelize_motif2,
-        # 0.3's pipeline_llm sizes stages from model_config.layers and names the head lm_head; motif2 has neither,
-        # and pipeline parallelism under 0.3 is refused by name (motif_titan.titan03.parallelize.check_parallelism)
-        pipelining_fn=None,
+        pipelining_fn=pipeline_motif2,
         post_optimizer_build_fn=attach_max_logits,  # MuonClip's recorder on the built layout
         state_dict_adapter=Motif2StateDictAdapter,
     )
 
 
-__all__ = ["FROM_CHECKPOINT", "MODEL_NAME", "Motif2Titan03", "model_registry", "parallelize_motif2"]
+__all__ = ["FROM_CHECKPOINT", "MODEL_NAME", "Motif2Titan03", "model_registry", "parallelize_motif2",
+           "pipeline_motif2"]

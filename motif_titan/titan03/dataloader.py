@@ -63,9 +63,19 @@ class CurriculumDataLoader(BaseDataLoader):
         """Pretraining batches carry per-document positions (0.3's convention: its trainer builds flex document
         masks from them, see motif_titan.data.positions). motif2's configs set False: motif2 masks at EOS itself
         and its RoPE then sees the positions 0.2.2 gives it."""
+        pipeline_micro_batches: int = 1
+        """Pipeline micro-batches per local batch (``local_batch_size // pipeline_parallel_microbatch_size``; set by
+        ``MotifTrainer`` under pipeline parallelism). 0.3 builds the loader with the micro-batch size and draws each
+        pipeline micro-batch from it; the curriculum's clock counts local batches (its phases and ramps are keyed
+        to trainer steps), so it draws whole local batches and hands them out in these slices, in order: the rows
+        0.2.2's pipeline schedule cuts from the same batch."""
 
     def __new__(cls, config, *, dp_world_size: int, dp_rank: int, tokenizer, seq_len: int, local_batch_size: int,
                 snapshot_every_n_steps: int | None = None, **kwargs) -> ParallelAwareDataloader:
+        split = config.pipeline_micro_batches if config.curriculum.domains else 1  # text rows: the same either way
+        if split > 1:
+            local_batch_size *= split
+            snapshot_every_n_steps = snapshot_every_n_steps and snapshot_every_n_steps // split
         loader = _LoaderKwargs(config.num_workers, config.persistent_workers, config.pin_memory,
                                config.prefetch_factor, snapshot_every_n_steps)
         job = SimpleNamespace(
@@ -83,4 +93,6 @@ class CurriculumDataLoader(BaseDataLoader):
         built = build_curriculum_dataloader(dp_world_size, dp_rank, tokenizer, job)
         if config.document_positions and hasattr(built, "document_positions_eos"):
             built.document_positions_eos = tokenizer.eos_id
+        if split > 1:
+            built.pipeline_micro_batches = split
         return built

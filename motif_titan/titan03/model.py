@@ -6,7 +6,9 @@ Motif-2 keeps its torch modules and its imperative parallel plans (``motif_titan
 run on 0.3's ``partial_dtensor`` SPMD backend (see ``motif_titan.titan03.parallelize``).
 """
 
+import os
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from torch import nn
 from torchtitan.protocols.model import BaseModel
@@ -20,6 +22,22 @@ from motif_titan.model import (
     model_args_record,
     motif2_args,
 )
+
+
+def check_job(args: Motif2ModelArgs, flavor: str, config) -> None:
+    """0.2.2's job rules for motif2 (``motif_titan.infra.job_rules``: the checkpoint loaded first has the flavor's
+    shapes; tensor parallelism keeps whole GDA groups; pipeline stages do not split a tied embedding and name
+    motif2's modules; no experts; no DDP without sharding) on the same fields of 0.3's Trainer.Config."""
+    from motif_titan.infra import job_rules
+
+    job = SimpleNamespace(parallelism=config.parallelism, training=config.training, checkpoint=config.checkpoint,
+                          model=SimpleNamespace(flavor=flavor, hf_assets_path=config.hf_assets_path))
+    job_rules.check_initial_load(args, job)
+    job_rules.check_tensor_parallel(args, job)
+    job_rules.check_pipeline_parallel(args, job)
+    job_rules.check_expert_parallel(job)
+    world_size = os.environ.get("WORLD_SIZE")
+    job_rules.check_data_parallel(job, int(world_size) if world_size else None)
 
 
 class Motif2Titan03(Motif2Model, BaseModel):
@@ -44,6 +62,7 @@ class Motif2Titan03(Motif2Model, BaseModel):
                 self.args = Motif2ModelArgs(**model_args_record(checkpoint_shapes(*folder)))
             self.args.take_run(seq_len=config.training.seq_len, flavor=self.flavor, value_path=self.gda_value_path,
                                context_parallel_degree=config.parallelism.context_parallel_degree)
+            check_job(self.args, self.flavor, config)
 
         def get_nparams_and_flops(self, model: nn.Module, seq_len: int) -> tuple[int, int]:
             return self.args.get_nparams_and_flops(model, seq_len)

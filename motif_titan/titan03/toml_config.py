@@ -12,7 +12,6 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from torchtitan.components.checkpoint import CheckpointManager
 from torchtitan.components.loss import CrossEntropyLoss
 from torchtitan.components.optimizer import LRSchedulersContainer, OptimizersContainer, ParamGroupConfig
 from torchtitan.config import CommConfig, CompileConfig, ParallelismConfig, TrainingConfig
@@ -26,6 +25,7 @@ from motif_titan.infra.nonfinite_guard import GuardConfig
 from motif_titan.optim.settings import MUON_NAMES, TORCHTITAN_NAMES
 
 from . import MODEL_NAME, model_registry
+from .checkpoint import IntegrityCheckpointManager
 from .dataloader import CurriculumDataLoader
 from .optimizer import MuonOptimizers
 from .parallelize import SPMD_BACKEND
@@ -126,6 +126,7 @@ def trainer_config_from_toml(path: str | Path, overrides: dict | None = None) ->
     hf_assets = model.get("hf_assets_path", "embedded")
 
     training_values = doc.pop("training", {})
+    training_keys = set(training_values)
     loader_values = dict(training_values.pop("dataloader", {}) or {})
     curriculum = _build(path, "curriculum", doc.pop("curriculum", {}), CurriculumConfig)
     dataloader = CurriculumDataLoader.Config(curriculum=curriculum, hf_assets_path=hf_assets, document_positions=False)
@@ -151,7 +152,7 @@ def trainer_config_from_toml(path: str | Path, overrides: dict | None = None) ->
         metrics=ComponentMetrics.Config(),
         lr_scheduler=LRSchedulersContainer.Config(),
         # 0.3 warns at construction when initial_load_model_only (default True) has no path to apply to
-        checkpoint=CheckpointManager.Config(initial_load_model_only=False),
+        checkpoint=IntegrityCheckpointManager.Config(initial_load_model_only=False),
         compile=CompileConfig(),
         comm=CommConfig(),
         debug=DebugConfig(),
@@ -163,6 +164,10 @@ def trainer_config_from_toml(path: str | Path, overrides: dict | None = None) ->
         _fill(path, section, doc.pop(section, {}), getattr(config, attribute))
     if config.checkpoint.initial_load_path and "initial_load_model_only" not in checkpoint:
         config.checkpoint.initial_load_model_only = True  # TorchTitan's default, under both versions
+    if config.parallelism.pipeline_parallel_degree > 1 and "disable_cuda_graphs" not in training_keys:
+        # 0.3 captures CUDA graphs by default and refuses that default under pipeline parallelism; a TOML of this
+        # layout (written for 0.2.2, which has no CUDA graphs) means its pipeline, not the graphs
+        config.training.disable_cuda_graphs = True
     for section in doc:
         _refuse(path, f"{section}.{next(iter(doc[section]), '')}",
                 f"unknown section [{section}]; sections: job, experimental, model, training, optimizer, "

@@ -10,14 +10,22 @@
 * Checks 0.2.2's job rules make that 0.3's config has no place for: packed SFT rows need a model that blocks
   attention at EOS; a sequence-length ramp cannot run under pipeline parallelism.
 * Console: ``train.log``, ``job_config.json`` / ``model_args.json`` (``motif_titan.console.RunReport``).
-* Step folders of a motif2 run carry ``model_args.json`` (what the export and ``from_checkpoint`` read).
+* Pipeline steps on torch 2.13: 0.3.0 hands its pipeline schedule the step's micro-batches already split
+  (``step(arg_mbs=..., kwarg_mbs=..., target_mbs=...)``), an API of a later torch; torch 2.13's schedules take the
+  whole batch and split it themselves. Under such a torch the step's micro-batches are joined into that batch, in
+  order, and the schedule splits it back into the same micro-batches (as 0.2.2's trainer runs it), with 0.3's loss
+  normalization (``loss_kwargs``: the global count of valid labels).
+* Checkpoints: 0.3's DCP checkpointer with motif_titan's integrity checks (``motif_titan.titan03.checkpoint``:
+  manifests, verified loads, fallback to the newest intact step, continuable model-only last saves, complete HF last
+  saves); step folders of a motif2 run carry ``model_args.json`` (what the export and ``from_checkpoint`` read).
 """
 
-import os
+import inspect
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-import torch.distributed as dist
+import torch
+from torch.distributed.pipelining.schedules import _PipelineSchedule
 from torchtitan.components.metrics import MetricsProcessor
 from torchtitan.tools.logging import logger
 from torchtitan.trainer import Trainer
@@ -27,11 +35,14 @@ from motif_titan.data.curriculum_dataloader import check_seq_len_ramp_fits_pipel
 from motif_titan.infra.nonfinite_guard import GuardConfig
 from motif_titan.loop import ComponentLoop
 from motif_titan.metrics import ComponentMetricsProcessor, gda_layer_count
-from motif_titan.model import Motif2ModelArgs
-from motif_titan.model.hf_config import write_model_args
 
 from . import MODEL_NAME
+from .checkpoint import integrity_config
 from .parallelize import check_parallelism
+
+
+SCHEDULES_TAKE_MICRO_BATCHES = "arg_mbs" in inspect.signature(_PipelineSchedule.step).parameters
+"""Whether this torch's pipeline schedules take split micro-batches (the call TorchTitan 0.3.0 makes)."""
 
 
 class ComponentMetrics(ComponentMetricsProcessor):
@@ -53,21 +64,25 @@ class MotifTrainer(ComponentLoop, Trainer):
 
         def __post_init__(self):
             if self.model_spec is not None and self.model_spec.name == MODEL_NAME:
-                check_parallelism(self.parallelism)  # before anything is built (0.3 pipelines before parallelizing)
+                check_parallelism(self.parallelism)  # before anything is built
+            self.checkpoint = integrity_config(self.checkpoint)
             Trainer.Config.__post_init__(self)
             check_curriculum_fits(self)
 
     def __init__(self, config: Config):
         # the console's progress lines, train.log, job_config.json and model_args.json, and the summary, as on 0.2.2
         self.report = RunReport(_report_view(config), logger)
+        parallelism = config.parallelism
+        if parallelism.pipeline_parallel_degree > 1 and hasattr(config.dataloader, "pipeline_micro_batches"):
+            config.dataloader.pipeline_micro_batches = (config.training.local_batch_size
+                                                        // parallelism.pipeline_parallel_microbatch_size)
         super().__init__(config)
         self.wire_components(config.guard)
         args = getattr(self.model_config, "args", None)
         self.model_args = args
         self.metrics_processor.n_gda_layers = gda_layer_count(args)
         self._builds_masks = getattr(args, "attn_type", None) == "flex"
-        if isinstance(args, Motif2ModelArgs) and getattr(self.checkpointer, "enable", False):
-            self.checkpointer.dcp_save = _describing_step_folders(self.checkpointer.dcp_save, args)
+        self.checkpointer.describe(args, config.hf_assets_path)
         self.report.trainer_built(self)
 
     def post_dataloading_process(self, input_dict, labels):
@@ -77,25 +92,29 @@ class MotifTrainer(ComponentLoop, Trainer):
         return inputs, labels, extra_kwargs
 
 
+    def pp_forward_backward_step(self, *, input_dict_mbs, label_mbs, global_valid_tokens):
+        if SCHEDULES_TAKE_MICRO_BATCHES:
+            return super().pp_forward_backward_step(input_dict_mbs=input_dict_mbs, label_mbs=label_mbs,
+                                                    global_valid_tokens=global_valid_tokens)
+        # torch 2.13: one whole batch, which the schedule splits into these micro-batches again (see the module
+        # docstring); masks are built once for it and split with it
+        batch = {key: torch.cat([mb[key] for mb in input_dict_mbs]) for key in input_dict_mbs[0]}
+        inputs, labels, extra_kwargs = self.post_dataloading_process(batch, torch.cat(label_mbs))
+        losses = [] if self.pp_has_last_stage else None
+        with self.train_context():
+            self.pp_schedule.step(*((inputs,) if self.pp_has_first_stage else ()), **extra_kwargs,
+                                  target=labels if self.pp_has_last_stage else None, losses=losses,
+                                  return_outputs=False, loss_kwargs={"global_valid_tokens": global_valid_tokens})
+        if self.pp_has_last_stage:
+            return torch.sum(torch.stack(losses)).to(self.device)
+        return torch.tensor([-1.0], device=self.device)
+
+
 def _report_view(config):
     """What ``motif_titan.console.RunReport`` reads of a 0.2.2 JobConfig, from a 0.3 Trainer.Config."""
     return SimpleNamespace(job=SimpleNamespace(dump_folder=config.dump_folder), training=config.training,
                            parallelism=config.parallelism, comm=config.comm, metrics=config.metrics,
                            checkpoint=config.checkpoint, to_dict=config.to_dict)
-
-
-def _describing_step_folders(dcp_save, args):
-    """0.3's checkpointer's ``dcp_save``, writing the step folder's ``model_args.json`` first (rank 0), as 0.2.2's
-    ``IntegrityCheckpointManager`` does: ``python -m motif_titan.export`` and ``flavor = "from_checkpoint"`` read the
-    model's shapes from it. An HF save describes its model in ``config.json`` instead."""
-
-    def save(state_dict, checkpoint_id, async_mode, enable_garbage_collection=False, to_hf=False):
-        if not to_hf and (not dist.is_initialized() or dist.get_rank() == 0):
-            os.makedirs(checkpoint_id, exist_ok=True)
-            write_model_args(checkpoint_id, args)
-        return dcp_save(state_dict, checkpoint_id, async_mode, enable_garbage_collection, to_hf)
-
-    return save
 
 
 def check_curriculum_fits(config) -> None:

@@ -136,10 +136,33 @@ def test_a_toml_key_0_3_has_no_place_for_is_refused_naming_the_file_and_key(tmp_
             "model.converters = ['x']: motif2 does not support ['x']; allowed: any of ['quantize.linear.float8', "
             "'quantize.linear.float8_auto_filter'] (FP8 linears), or []")):
         trainer_config_from_toml(fp8)
+
+
+def test_0_2_2s_job_rules_refuse_a_0_3_job_when_the_model_takes_it():
+    """The rules across sections (motif_titan.infra.job_rules) run on 0.3's Trainer.Config when motif2's model config
+    takes the job (``update_from_config``, before the model is built), with 0.2.2's messages."""
+    import re
+
+    from motif_titan.titan03.toml_config import trainer_config_from_toml
+
+    def take(overrides):
+        config = trainer_config_from_toml(DEBUG_TOML, overrides)
+        config.model_spec.model.update_from_config(config=config)
+
     with pytest.raises(NotImplementedError, match=re.escape(
-            "parallelism.pipeline_parallel_degree = 2 on TorchTitan 0.3: motif2's pipeline split is built and tested "
-            "on TorchTitan 0.2.2 only; allowed on 0.3: 1")):
-        trainer_config_from_toml(DEBUG_TOML, {"parallelism.pipeline_parallel_degree": 2})
+            "parallelism.pipeline_parallel_degree = 2 with flavor 'debugmodel_diffattn', whose embedding and output "
+            "head are one tied matrix")):
+        take({"model.flavor": "debugmodel_diffattn", "parallelism.pipeline_parallel_degree": 2,
+              "parallelism.pipeline_parallel_microbatch_size": 2})
+    with pytest.raises(ValueError, match=re.escape(
+            "parallelism.tensor_parallel_degree = 3: tensor parallelism keeps whole GDA groups on each rank, so the "
+            "degree must divide n_noise_heads = 2")):
+        take({"parallelism.tensor_parallel_degree": 3})
+    with pytest.raises(ValueError, match=re.escape(
+            "parallelism.module_fqns_per_model_part names ['layers.9', 'lm_head'], which motif2 flavor 'debugmodel' "
+            "does not have")):
+        take({"parallelism.pipeline_parallel_degree": 2, "parallelism.pipeline_parallel_microbatch_size": 2,
+              "parallelism.module_fqns_per_model_part": [["tok_embeddings", "layers.9"], ["norm", "lm_head"]]})
 
 
 
@@ -188,6 +211,8 @@ def test_from_checkpoint_takes_the_shapes_of_the_step_folder_it_loads(tmp_path):
     ``checkpoint.initial_load_path``'s ``model_args.json`` when the trainer hands it the job."""
     from types import SimpleNamespace
 
+    from torchtitan.config import ParallelismConfig
+
     from motif_titan.model import Motif2ModelArgs
     from motif_titan.model.hf_config import write_model_args
     from motif_titan.titan03 import model_registry
@@ -196,8 +221,9 @@ def test_from_checkpoint_takes_the_shapes_of_the_step_folder_it_loads(tmp_path):
                              ffn_hidden_dim=256, vocab_size=2048, max_seq_len=512, rope_theta=10_000.0)
     write_model_args(tmp_path, shapes)
     model_config = model_registry("from_checkpoint").model
-    job = SimpleNamespace(training=SimpleNamespace(seq_len=256), parallelism=SimpleNamespace(context_parallel_degree=1),
-                          checkpoint=SimpleNamespace(initial_load_path=str(tmp_path), initial_load_in_hf=False),
+    job = SimpleNamespace(training=SimpleNamespace(seq_len=256), parallelism=ParallelismConfig(),
+                          checkpoint=SimpleNamespace(enable=True, initial_load_path=str(tmp_path),
+                                                     initial_load_in_hf=False),
                           hf_assets_path="embedded")
     model_config.update_from_config(config=job)
     args = model_config.args
