@@ -162,11 +162,6 @@ def _check_real_layouts(rank: int, world: int) -> list[str]:
     return failures
 
 
-@pytest.mark.parametrize("world", [2, 4, 8])
-def test_modes_on_torchtitan_layouts_match_full_matrix_reference(tmp_path, world):
-    run_on_gloo_ranks(tmp_path, world, _check_real_layouts, timeout_s=60)  # a broken exchange fails, not hangs
-
-
 def _check_layout_reading(rank: int, world: int) -> list[str]:
     """Every parameter of every real layout: the global rows / columns the placements say this rank holds are the
     ones its local tensor really holds (values encode their global position); MuonClip's row scaling on the local
@@ -200,11 +195,6 @@ def _check_layout_reading(rank: int, world: int) -> list[str]:
     return failures
 
 
-@pytest.mark.parametrize("world", [2, 4, 8])
-def test_layouts_read_from_placements_are_the_real_local_tensors(tmp_path, world):
-    run_on_gloo_ranks(tmp_path, world, _check_layout_reading, timeout_s=60)
-
-
 def _check_issue_reproduction(rank: int, world: int) -> None:
     """The reproduction of the TP x FSDP report: it raised NotImplementedError at the first step."""
     mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp_shard", "tp"))
@@ -216,10 +206,6 @@ def _check_issue_reproduction(rank: int, world: int) -> None:
     before = m[0].weight.full_tensor()
     Muon(list(m.parameters()), [], mode="parallel").step()
     assert not torch.equal(m[0].weight.full_tensor(), before)
-
-
-def test_issue_reproduction_tp_x_fsdp_steps(tmp_path):
-    run_on_gloo_ranks(tmp_path, 4, _check_issue_reproduction, timeout_s=60)
 
 
 def _check_multi_run_blocks(rank: int, world: int) -> list[str]:
@@ -248,7 +234,29 @@ def _check_multi_run_blocks(rank: int, world: int) -> list[str]:
     return failures
 
 
-def test_exchange_of_blocks_made_of_several_runs(tmp_path):
-    run_on_gloo_ranks(tmp_path, 2, _check_multi_run_blocks, timeout_s=60)
+# the checks of this module that need no more ranks than these, run in the same spawn (spawning 8 ranks alone
+# takes about 15 s on CI's 2 cores)
+CHECKS_OF_WORLD = {2: [_check_real_layouts, _check_layout_reading, _check_multi_run_blocks],
+                   4: [_check_real_layouts, _check_layout_reading, _check_issue_reproduction],
+                   8: [_check_real_layouts, _check_layout_reading]}
+
+
+def _checks_of_world(rank: int, world: int) -> list[str]:
+    failures = []
+    for check in CHECKS_OF_WORLD[world]:
+        try:
+            failures += list(check(rank, world) or [])
+        except Exception:
+            failures.append(f"{check.__name__}:\n{traceback.format_exc()}")
+    return failures
+
+
+@pytest.mark.parametrize("world", sorted(CHECKS_OF_WORLD))
+def test_muon_on_the_layouts_of_world_ranks(tmp_path, world):
+    """On ``world`` gloo ranks: every Muon mode on every real layout equals torch.optim.Muon on the full matrices
+    (``_check_real_layouts``); the rows / columns each rank's placements name are those its local tensor holds, and
+    MuonClip's row scaling on the shards equals scaling the full matrix (``_check_layout_reading``); on 4 ranks the
+    TP x FSDP report's reproduction steps; on 2 ranks the exchange handles blocks made of several runs."""
+    run_on_gloo_ranks(tmp_path, world, _checks_of_world, timeout_s=60)  # a broken exchange fails, not hangs
 
 

@@ -1,8 +1,8 @@
 """TorchTitan 0.3: the runs the suite makes under 0.2.2, made under 0.3 from the same TOML files and launchers, with
 the losses 0.2.2 logs (``helpers.goldens``, pinned from 0.2.2 runs and asserted by the 0.2.2 suite too).
 
-The test command runs this folder in a second venv with ``torchtitan==0.3.0`` (``scripts/run_tests.sh``); under 0.2.2
-it is skipped. The two trainers reduce in the same order here (same model code, same loss normalization by the global
+The test command runs this folder, and the composition matrix (tests/integration/test_composition_matrix.py), in a
+second venv with ``torchtitan==0.3.0`` (``scripts/test_titan03.sh``); under 0.2.2 this folder is skipped. The two trainers reduce in the same order here (same model code, same loss normalization by the global
 count of valid labels, FSDP gradient sums), so the losses are compared digit for digit where one process trains and
 with the composition matrix's tolerances across layouts.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from motif_titan.titan_version import TORCHTITAN_03
 
-from helpers.goldens import DEBUG_TOML_FIRST_STEPS, FSDP2_PARALLEL_MUON_CLIP_LOSSES, README_MAIN_JOB_LOSSES
+from helpers.goldens import DEBUG_TOML_FIRST_STEPS, README_MAIN_JOB_LOSSES
 from helpers.launch import DEBUG_TOML, REPO, STEP_LOSS, failure_report
 
 pytestmark = pytest.mark.skipif(not TORCHTITAN_03, reason="TorchTitan 0.3 runs (the 0.3 venv of the test command)")
@@ -78,19 +78,6 @@ def test_the_curriculum_example_on_two_ranks_logs_0_2_2s_losses_and_resumes_exac
           "--hf-assets", "embedded"], tmp_path)
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert (config["hidden_size"], config["num_hidden_layers"], config["num_noise_heads"]) == (256, 4, 2)
-
-
-def test_tp2_x_fsdp2_with_parallel_muon_and_muonclip_tracks_fsdp2(tmp_path_factory, seed_checkpoint):
-    """The composition matrix's TP 2 x FSDP 2 row with ParallelMuon + MuonClip (motif2's GDA tensor-parallel plan and
-    the Muon container on 0.3's trainer) against its FSDP 2 reference, with the matrix's tolerances; the reference
-    logs 0.2.2's losses."""
-    from integration.test_composition_matrix import Matrix, _assert_tracks
-
-    matrix = Matrix(tmp_path_factory.mktemp("matrix03"), seed_checkpoint)
-    reference = matrix.run("fsdp2", "parallel_muon_clip")
-    assert reference.losses == pytest.approx(FSDP2_PARALLEL_MUON_CLIP_LOSSES, abs=1e-5)
-    _assert_tracks(matrix.run("tp2_x_fsdp2", "parallel_muon_clip"), reference, "parallel_muon_clip",
-                   "tp2_x_fsdp2 / parallel_muon_clip")
 
 
 def test_torchtitan_03s_llama3_trains_with_parallel_muon_and_the_curriculum_dataloader(tmp_path):
