@@ -3,7 +3,8 @@ function per part, each raising naming the TOML field and what is allowed.
 
 ``check_motif2_job`` runs them all; ``motif_titan.validate.validate_job_config`` calls it after the flavor took
 the job (``Motif2ModelArgs.update_from_config``), before TorchTitan builds anything. ``parallelize_motif2``,
-TorchTitan's ``pipeline_llm`` and the converters trust what passed.
+TorchTitan's ``pipeline_llm`` and the converters trust what passed. Under TorchTitan 0.3 the rules that apply there
+run on a view of its Trainer.Config with the same field names (``motif_titan.titan03.model.check_job``).
 """
 
 from __future__ import annotations

@@ -91,7 +91,6 @@ class MotifTrainer(ComponentLoop, Trainer):
             extra_kwargs["attention_masks"] = self.model_parts[0].get_attention_masks(inputs, self.tokenizer)
         return inputs, labels, extra_kwargs
 
-
     def pp_forward_backward_step(self, *, input_dict_mbs, label_mbs, global_valid_tokens):
         if SCHEDULES_TAKE_MICRO_BATCHES:
             return super().pp_forward_backward_step(input_dict_mbs=input_dict_mbs, label_mbs=label_mbs,
