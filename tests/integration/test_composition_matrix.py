@@ -38,14 +38,19 @@ up to 7e-5 at step 2, 1.3e-3 at step 3, 2.6e-3 at step 4, and 1.7e-3 on a max lo
 wrong clipped row moves them by far more (the loss falls by about 0.4 per step). The compiled row (inductor fuses
 and reorders the fp32 math) allows the same.
 
-Under TorchTitan 0.3 (the test command's second venv runs this module too) each row trains with ParallelMuon +
-MuonClip through 0.3's trainer, with the tolerances above, against what the 0.2.2 reference runs log: their values are
-pinned in helpers.goldens (``MATRIX_PARALLEL_MUON_CLIP_REFERENCES``, asserted here under 0.2.2), so the 0.3 rows are
-compared with 0.2.2's numbers and the references are not launched again; compiled FSDP 2 and the stop-and-resume of
-PP 2 x TP 2 (manifests from every rank, 0.3's checkpointer; a last stage without Muon matrices) run too. The AdamW and
-DistributedMuon rows and the other resumes pass under 0.3 as well (by hand, ``MOTIF_MATRIX=full``: the whole module
-with its references launched, 17 passed), and are left to the 0.2.2 leg in CI for its time limit: they exercise no
-0.3 code that the rows run here do not.
+CI runs this module under both TorchTitan versions (the test command's second venv runs it under 0.3), each version
+a share of the matrix, so that every layout trains under each version's trainer within CI's time limit:
+
+| | under 0.2.2 | under 0.3 |
+| --- | --- | --- |
+| rows | each layout with AdamW; TP 2 x FSDP 2 with the Muons too | each layout with ParallelMuon + MuonClip |
+| references | launched; ParallelMuon + MuonClip's log what helpers.goldens pins | the pinned values (0.2.2's) |
+| compiled FSDP 2 | yes | by hand |
+| stop and resume | TP 2 x FSDP 2 | PP 2 x TP 2 (0.3's checkpointer, manifests; a last stage without Muons) |
+
+The rest passes too when run by hand with ``MOTIF_MATRIX=full`` (all rows, optimizers and resumes, the references
+launched): under 0.2.2 as CI ran it before the split, under 0.3 17 passed in 9 min 50 s. Also in CI, under both
+versions: FSDP 2 resumes mid-ramp (tests/integration/test_curriculum_training.py, tests/titan03).
 
 Not in the CPU matrix:
 - TP 2 x HSDP 2x2: 8 ranks on 2 cores take about 50 s a launch, too slow for CI's time limit beside the other
@@ -110,11 +115,16 @@ OPTIMIZERS = {
 # limit it runs on the row with strided shards (TP x FSDP) only
 ROW_OPTIMIZERS = {row: ["adamw", "parallel_muon_clip"] for row in ROWS} | {"tp2_x_fsdp2": list(OPTIMIZERS)}
 RESUME_ROWS = ROWS
-# under 0.3 (see the module docstring) CI's rows; MOTIF_MATRIX=full runs the whole matrix, its references launched
-CI_ROWS_03 = TORCHTITAN_03 and os.environ.get("MOTIF_MATRIX") != "full"
+# CI's share of the matrix per TorchTitan version (see the module docstring); MOTIF_MATRIX=full runs all of it under
+# either version, the references launched
+FULL = os.environ.get("MOTIF_MATRIX") == "full"
+CI_ROWS_03 = TORCHTITAN_03 and not FULL
 if CI_ROWS_03:
     ROW_OPTIMIZERS = {row: ["parallel_muon_clip"] for row in ROWS}
     RESUME_ROWS = ["pp2_x_tp2"]
+elif not FULL:
+    ROW_OPTIMIZERS = {row: ["adamw"] for row in ROWS} | {"tp2_x_fsdp2": list(OPTIMIZERS)}
+    RESUME_ROWS = ["tp2_x_fsdp2"]
 # abs tolerance on the logged loss at steps (1, 2) and (3, 4); see the module docstring
 LOSS_TOLERANCE = {"adamw": (5e-5, 5e-5), "parallel_muon_clip": (1e-3, 5e-3), "distributed_muon": (1e-3, 5e-3)}
 MAX_LOGIT_TOLERANCE = (2e-3, 1e-2)
@@ -254,6 +264,7 @@ def test_stop_and_resume_logs_the_uninterrupted_losses(matrix, row):
     assert all(n > 0 for _, n in full.clips.values()), full.clips
 
 
+@pytest.mark.skipif(CI_ROWS_03, reason="under 0.3 by hand (MOTIF_MATRIX=full), see the module docstring")
 def test_compiled_fsdp_with_parallel_muon_and_muonclip_logs_the_eager_losses(matrix):
     """--compile.enable (per-block torch.compile, inductor on CPU) with full activation checkpointing (every block
     recomputed in the backward) on FSDP 2 with ParallelMuon + MuonClip: the eager, not checkpointed run's losses,
@@ -268,6 +279,7 @@ def test_compiled_fsdp_with_parallel_muon_and_muonclip_logs_the_eager_losses(mat
     assert run.clips[1] == matrix.run("fsdp2", "parallel_muon_clip").clips[1]
 
 
+@pytest.mark.skipif(CI_ROWS_03, reason="under 0.3 the same check runs in-process (tests/titan03)")
 def test_seq_len_ramp_under_pipeline_parallel_is_refused_naming_the_fields(tmp_path):
     with pytest.raises(AssertionError, match=re.escape(
             "curriculum.seq_len_ramp_start = 64 with parallelism.pipeline_parallel_degree = 2: pipeline stages "

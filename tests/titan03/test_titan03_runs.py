@@ -2,9 +2,10 @@
 the losses 0.2.2 logs (``helpers.goldens``, pinned from 0.2.2 runs and asserted by the 0.2.2 suite too).
 
 The test command runs this folder, and the composition matrix (tests/integration/test_composition_matrix.py), in a
-second venv with ``torchtitan==0.3.0`` (``scripts/test_titan03.sh``); under 0.2.2 this folder is skipped. The two trainers reduce in the same order here (same model code, same loss normalization by the global
-count of valid labels, FSDP gradient sums), so the losses are compared digit for digit where one process trains and
-with the composition matrix's tolerances across layouts.
+second venv with ``torchtitan==0.3.0`` (``scripts/test_titan03.sh``); under 0.2.2 this folder is skipped. The two
+trainers reduce in the same order here (same model code, same loss normalization by the global count of valid
+labels, FSDP gradient sums), so the losses are compared digit for digit where one process trains and with the
+composition matrix's tolerances across layouts.
 """
 
 import subprocess
@@ -150,6 +151,14 @@ def test_0_2_2s_job_rules_refuse_a_0_3_job_when_the_model_takes_it():
             "does not have")):
         take({"parallelism.pipeline_parallel_degree": 2, "parallelism.pipeline_parallel_microbatch_size": 2,
               "parallelism.module_fqns_per_model_part": [["tok_embeddings", "layers.9"], ["norm", "lm_head"]]})
+    # the curriculum's rule across sections, checked with the config (0.2.2's launch test of it:
+    # tests/integration/test_composition_matrix.py)
+    with pytest.raises(ValueError, match=re.escape(
+            "curriculum.seq_len_ramp_start = 64 with parallelism.pipeline_parallel_degree = 2: pipeline stages "
+            "infer their activation shapes once")):
+        trainer_config_from_toml(REPO / "tests" / "configs" / "composition_curriculum.toml", {
+            "parallelism.pipeline_parallel_degree": 2, "parallelism.pipeline_parallel_microbatch_size": 4,
+            "curriculum.seq_len_ramp_start": 64, "curriculum.seq_len_ramp_steps": [1, 2]})
 
 
 
