@@ -6,7 +6,6 @@ Motif-2 keeps its torch modules and its imperative parallel plans (``motif_titan
 run on 0.3's ``partial_dtensor`` SPMD backend (see ``motif_titan.titan03.parallelize``).
 """
 
-import os
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -29,15 +28,15 @@ def check_job(args: Motif2ModelArgs, flavor: str, config) -> None:
     shapes; tensor parallelism keeps whole GDA groups; pipeline stages do not split a tied embedding and name
     motif2's modules; no experts; no DDP without sharding) on the same fields of 0.3's Trainer.Config."""
     from motif_titan.infra import job_rules
+    from motif_titan.validate import launched_world_size
 
     job = SimpleNamespace(parallelism=config.parallelism, training=config.training, checkpoint=config.checkpoint,
-                          model=SimpleNamespace(flavor=flavor, hf_assets_path=config.hf_assets_path))
+                          comm=config.comm, model=SimpleNamespace(flavor=flavor, hf_assets_path=config.hf_assets_path))
     job_rules.check_initial_load(args, job)
     job_rules.check_tensor_parallel(args, job)
     job_rules.check_pipeline_parallel(args, job)
     job_rules.check_expert_parallel(job)
-    world_size = os.environ.get("WORLD_SIZE")
-    job_rules.check_data_parallel(job, int(world_size) if world_size else None)
+    job_rules.check_data_parallel(job, launched_world_size(job))
 
 
 class Motif2Titan03(Motif2Model, BaseModel):

@@ -8,6 +8,7 @@ from pathlib import Path
 from torchtitan.config import ConfigManager
 
 from helpers.goldens import DEBUG_TOML_FIRST_STEPS
+from helpers.launch import STEP_LOSS
 
 
 
@@ -16,7 +17,6 @@ def test_a_launch_of_the_debug_config_logs_the_pinned_losses(tmp_path):
     """The README's main job is reproducible run to run: the debug TOMLs set [debug] seed, and a launch of
     motif2_debug.toml (3 of its steps, nothing else overridden) logs the losses pinned from earlier launches
     (helpers.goldens, which TorchTitan 0.3 must log too)."""
-    import re
     import subprocess
     import sys
 
@@ -28,4 +28,4 @@ def test_a_launch_of_the_debug_config_logs_the_pinned_losses(tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
-    assert dict(re.findall(r"step:\s+(\d+)\s+loss:\s+([0-9.]+)", log)) == DEBUG_TOML_FIRST_STEPS
+    assert dict(STEP_LOSS.findall(log)) == DEBUG_TOML_FIRST_STEPS

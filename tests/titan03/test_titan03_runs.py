@@ -207,7 +207,7 @@ def test_from_checkpoint_takes_the_shapes_of_the_step_folder_it_loads(tmp_path):
     ``checkpoint.initial_load_path``'s ``model_args.json`` when the trainer hands it the job."""
     from types import SimpleNamespace
 
-    from torchtitan.config import ParallelismConfig
+    from torchtitan.config import CommConfig, ParallelismConfig
 
     from motif_titan.model import Motif2ModelArgs
     from motif_titan.model.hf_config import write_model_args
@@ -217,7 +217,7 @@ def test_from_checkpoint_takes_the_shapes_of_the_step_folder_it_loads(tmp_path):
                              ffn_hidden_dim=256, vocab_size=2048, max_seq_len=512, rope_theta=10_000.0)
     write_model_args(tmp_path, shapes)
     model_config = model_registry("from_checkpoint").model
-    job = SimpleNamespace(training=SimpleNamespace(seq_len=256), parallelism=ParallelismConfig(),
+    job = SimpleNamespace(training=SimpleNamespace(seq_len=256), parallelism=ParallelismConfig(), comm=CommConfig(),
                           checkpoint=SimpleNamespace(enable=True, initial_load_path=str(tmp_path),
                                                      initial_load_in_hf=False),
                           hf_assets_path="embedded")
